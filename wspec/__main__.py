@@ -1,0 +1,3 @@
+from wspec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `wspec` CLI; each module defines `register(subparsers)`."""

@@ -1,0 +1,41 @@
+"""A loaded Whisper plus everything needed to decode it the same way every time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import (
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizerFast,
+)
+
+
+@dataclass
+class LoadedWhisper:
+    """Model in eval mode with its tokenizer, feature extractor and decoding prompt.
+
+    `suppress_tokens` already contains openai-whisper's special-token suppressions and
+    all timestamp tokens, because wspec always decodes with `<|notimestamps|>`.
+    """
+
+    spec: str
+    name: str
+    source: str
+    model: WhisperForConditionalGeneration
+    tokenizer: WhisperTokenizerFast
+    feature_extractor: WhisperFeatureExtractor
+    device: torch.device
+    n_mels: int
+    is_multilingual: bool
+    sot_sequence: list[int]
+    eot_id: int
+    no_speech_id: int
+    suppress_tokens: list[int]
+    begin_suppress_tokens: list[int]
+    alignment_heads: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
