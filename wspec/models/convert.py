@@ -52,7 +52,9 @@ def special_ids(tokenizer: WhisperTokenizerFast) -> dict[str, int]:
     return ids
 
 
-def _generation_config(cfg: dict, ids: dict[str, int], tokenizer, multilingual: bool) -> GenerationConfig:
+def _generation_config(
+    cfg: dict, ids: dict[str, int], tokenizer, multilingual: bool
+) -> GenerationConfig:
     langs = tokenizer.convert_ids_to_tokens(cfg.get("lang_ids", [])) if multilingual else []
     return GenerationConfig(
         decoder_start_token_id=ids["sot"],
@@ -94,7 +96,9 @@ def convert_bundle(bundle: bundled.Bundle) -> Path:
     if unexpected or set(missing) - {"proj_out.weight"}:
         raise ValueError(f"converter mismatch: missing={missing} unexpected={unexpected}")
     model.tie_weights()
-    model.generation_config = _generation_config(bundled.bundle_config(bundle), ids, tokenizer, multilingual)
+    model.generation_config = _generation_config(
+        bundled.bundle_config(bundle), ids, tokenizer, multilingual
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

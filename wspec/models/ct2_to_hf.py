@@ -28,7 +28,10 @@ def _norm(ct2: CT2Model, src: str, dst: str) -> dict[str, torch.Tensor]:
 
 
 def _linear(ct2: CT2Model, src: str, dst: str) -> dict[str, torch.Tensor]:
-    return {f"{dst}.weight": _t(ct2.get(f"{src}/weight")), f"{dst}.bias": _t(ct2.get(f"{src}/bias"))}
+    return {
+        f"{dst}.weight": _t(ct2.get(f"{src}/weight")),
+        f"{dst}.bias": _t(ct2.get(f"{src}/bias")),
+    }
 
 
 def _split_rows(ct2: CT2Model, src: str, parts: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

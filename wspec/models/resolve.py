@@ -22,6 +22,7 @@ from transformers import (
     WhisperForConditionalGeneration,
     WhisperTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from wspec.errors import WspecError
 from wspec.models import architectures, bundled
@@ -92,7 +93,9 @@ def _settings(
     multilingual = config.vocab_size >= 51865
     prompt = [ids["sot"]] + ([ids["en"], ids["transcribe"]] if multilingual else [])
     prompt.append(ids["no_timestamps"])
-    specials = [ids[k] for k in ("sot", "transcribe", "translate", "sot_prev", "sot_lm", "no_speech")]
+    specials = [
+        ids[k] for k in ("sot", "transcribe", "translate", "sot_prev", "sot_lm", "no_speech")
+    ]
     timestamps = range(ids["no_timestamps"] + 1, config.vocab_size)
     suppress = sorted(set(gen.suppress_tokens or []) | set(specials) | set(timestamps))
     begin = list(gen.begin_suppress_tokens or [tokenizer.convert_tokens_to_ids("Ġ"), ids["eot"]])
@@ -138,6 +141,7 @@ def _random_config(base: str) -> tuple[WhisperConfig, str | Path]:
 
 def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
     """Load any Whisper in eval mode, float32, eager attention (attention maps are needed)."""
+    hf_logging.disable_progress_bar()  # bars would clutter the book and its PDF
     dev = _device(device)
     if spec.startswith(RANDOM_PREFIX):
         base = spec[len(RANDOM_PREFIX) :]
@@ -177,7 +181,7 @@ def _bundle_params(bundle: bundled.Bundle) -> int | None:
     if not (folder / "config.json").is_file():
         return None
     with safe_open(folder / "model.safetensors", "pt") as f:
-        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not a dict)
 
 
 def available() -> list[ModelInfo]:
@@ -188,14 +192,23 @@ def available() -> list[ModelInfo]:
             bundled.part_path(bundle.parts[0])
             ready = (converted_dir(bundle) / "config.json").is_file()
             infos.append(
-                ModelInfo(name, f"bundled ({', '.join(bundle.distributions)})", _bundle_params(bundle), ready,
-                          "" if ready else "converted on first load")
+                ModelInfo(
+                    name,
+                    f"bundled ({', '.join(bundle.distributions)})",
+                    _bundle_params(bundle),
+                    ready,
+                    "" if ready else "converted on first load",
+                )
             )
         except WspecError as err:
             infos.append(ModelInfo(name, "bundled", None, False, str(err)))
     infos.extend(_cached_hub_models())
-    for name in [*bundled.BUNDLES, *architectures.ARCHS]:
-        infos.append(ModelInfo(f"{RANDOM_PREFIX}{name}", "untrained control", None, True, f"seed {RANDOM_SEED}"))
+    for name in sorted({*bundled.BUNDLES, *architectures.ARCHS}):
+        infos.append(
+            ModelInfo(
+                f"{RANDOM_PREFIX}{name}", "untrained control", None, True, f"seed {RANDOM_SEED}"
+            )
+        )
     return infos
 
 
