@@ -1,0 +1,754 @@
+"""Clean-vs-stressed deltas with bootstrap CIs, permutation tests and spectral KL tests.
+
+Everything here is a pure function over arrays or the tidy results table (one row per model ×
+stimulus × layer × component × control × metric × K). What is computed:
+
+* **Deltas** (the paper's Table 1 quantities). ΔN_eff (%) = 100·(mean_stressed − mean_clean) /
+  mean_clean; Δlog10 K_f and Δα are differences of means (``DELTA_KIND``).
+* **Aggregation over layers**: per stimulus, the metric is first averaged over the layers of the
+  component (a stimulus missing a layer or with a non-finite value in any layer is dropped), then
+  the bootstrap resamples stimuli. Per-layer cells use that layer's value directly.
+* **Pairing**: when every stressed stimulus has a ``source_id`` naming a clean stimulus in the
+  same table (degraded or attacked speech), the design is paired and the bootstrap resamples
+  *source utterances* (clusters: a clean utterance with all stressed versions made from it), so
+  the clean mean is weighted like the stressed one and shared sources are not treated as
+  independent. Otherwise (e.g. non-speech stimuli), clean and stressed are resampled
+  independently.
+* **CIs**: percentile bootstrap (default) or BCa (bias-corrected and accelerated, jackknife over
+  the resampling units), vectorised with multinomial resampling weights; seeded per cell from
+  the cell's name, so adding a model never changes another cell's interval.
+* **Tests**: two-sided permutation test of the difference in means (label shuffles; sign flips
+  of per-source differences when paired), p = (1 + #{|T*| ≥ |T|}) / (1 + n_perm); Holm or
+  Benjamini–Hochberg across the cells of a table. Effect size: Cohen's d (pooled SD) unpaired,
+  d_z (mean/SD of per-stimulus differences) paired.
+* **KL divergence** between eigenvalue distributions with a permutation null (see
+  ``spectral_kl_test``), the test the paper's authors promised in their rebuttal.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from wspec.errors import WspecError
+from wspec.paper import COMPONENT_LABELS, METRIC_LABELS
+
+#: ``layer`` value of a cell aggregated over layers (mean over layers per stimulus).
+LAYER_MEAN = -1
+CLEAN_FAMILIES: tuple[str, ...] = ("clean",)
+#: Families that are controls, not stress: excluded from the default stressed group.
+CONTROL_FAMILIES: tuple[str, ...] = ("gauss_control",)
+TABLE1_COMPONENTS: tuple[str, ...] = tuple(COMPONENT_LABELS)
+TABLE1_METRICS: tuple[str, ...] = tuple(METRIC_LABELS)
+#: "pct": 100·(stressed − clean)/clean; "diff": stressed − clean (both on group means).
+DELTA_KIND: dict[str, str] = {"n_eff": "pct", "participation_ratio": "pct", "stable_rank": "pct"}
+
+RESULT_COLUMNS = (
+    "model",
+    "stimulus_id",
+    "family",
+    "source_id",
+    "layer",
+    "component",
+    "control",
+    "metric",
+    "K",
+    "value",
+)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A delta between two groups with its bootstrap interval."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    mean_base: float
+    mean_other: float
+    n_base: int
+    n_other: int
+    paired: bool
+    kind: str
+    ci_level: float
+    n_boot: int
+    method: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Two-sided permutation test of mean(other) − mean(base)."""
+
+    statistic: float
+    p_value: float
+    n_perm: int
+    paired: bool
+
+
+def delta_kind(metric: str) -> str:
+    """ "pct" for rank-like metrics (relative change), "diff" for the others."""
+    return DELTA_KIND.get(metric, "diff")
+
+
+def _stat(mean_base: np.ndarray | float, mean_other: np.ndarray | float, kind: str):
+    if kind == "pct":
+        return 100.0 * (mean_other - mean_base) / mean_base
+    if kind == "diff":
+        return mean_other - mean_base
+    raise WspecError(f"unknown delta kind {kind!r}; use 'pct' or 'diff'")
+
+
+def _as_finite(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.size < 2:
+        raise WspecError(f"{what} has {arr.size} value(s); a bootstrap needs at least 2")
+    if not np.all(np.isfinite(arr)):
+        raise WspecError(f"{what} contains non-finite values; drop them before comparing")
+    return arr
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    """Paired design reduced to source clusters: base value, stressed sum and count per source."""
+
+    base: np.ndarray
+    other_sum: np.ndarray
+    count: np.ndarray
+    other_mean: np.ndarray
+
+
+def _clusters(base: np.ndarray, other: np.ndarray, pairs: np.ndarray) -> _Clusters:
+    pairs = np.asarray(pairs, dtype=np.int64).ravel()
+    if pairs.shape != other.shape:
+        raise WspecError("pairs must give one base index per 'other' value")
+    if pairs.min() < 0 or pairs.max() >= base.size:
+        raise WspecError("pairs index outside the base values")
+    sources, inverse = np.unique(pairs, return_inverse=True)
+    if sources.size < 2:
+        raise WspecError("a paired bootstrap needs at least 2 distinct source stimuli")
+    count = np.bincount(inverse).astype(np.float64)
+    other_sum = np.bincount(inverse, weights=other)
+    return _Clusters(base[sources], other_sum, count, other_sum / count)
+
+
+def _interval(
+    boot: np.ndarray, estimate: float, jack: np.ndarray | None, ci: float, method: str
+) -> tuple[float, float]:
+    alpha = (1.0 - ci) / 2.0
+    quantiles = np.array([alpha, 1.0 - alpha])
+    if method == "bca":
+        if jack is None:
+            raise WspecError("BCa needs jackknife values")
+        # Bias correction: share of bootstrap values below the estimate (ties count half).
+        below = np.mean(boot < estimate) + 0.5 * np.mean(boot == estimate)
+        dev = jack.mean() - jack
+        denom = 6.0 * np.sum(dev**2) ** 1.5
+        if 0.0 < below < 1.0 and denom > 0:
+            z0 = stats.norm.ppf(below)
+            accel = np.sum(dev**3) / denom
+            z = stats.norm.ppf(quantiles)
+            quantiles = stats.norm.cdf(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
+        # Degenerate bootstrap (all values equal or on one side): fall back to percentiles.
+    elif method != "percentile":
+        raise WspecError(f"unknown CI method {method!r}; use 'percentile' or 'bca'")
+    lo, hi = np.quantile(boot, quantiles)
+    return float(lo), float(hi)
+
+
+def _weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """Bootstrap resampling counts, one row per replicate (each row sums to n).
+
+    Drawn as n indices with replacement per replicate and counted with one bincount (the
+    same distribution as a multinomial, ~4× faster than numpy's multinomial sampler).
+    """
+    idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def bootstrap_delta(
+    base: Sequence[float] | np.ndarray,
+    other: Sequence[float] | np.ndarray,
+    *,
+    pairs: Sequence[int] | np.ndarray | None = None,
+    kind: str = "diff",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int | Sequence[int] = 0,
+    method: str = "percentile",
+) -> Delta:
+    """Delta of group means (`kind` "pct" or "diff") of `other` vs `base` with a bootstrap CI.
+
+    `pairs[i]` is the index in `base` of the clean source of `other[i]`; given, the bootstrap
+    resamples sources (clusters) and the clean mean is weighted by each source's number of
+    stressed versions, so the delta compares each stressed stimulus with its own source.
+    """
+    base = _as_finite(base, "base group")
+    other = _as_finite(other, "other group")
+    if not 0.0 < ci < 1.0:
+        raise WspecError(f"ci must be in (0, 1), got {ci}")
+    if n_boot < 100:
+        raise WspecError(f"n_boot={n_boot} is too small for a CI; use at least 100")
+    rng = np.random.default_rng(seed)
+    if pairs is None:
+        wb = _weights(rng, base.size, n_boot)
+        wo = _weights(rng, other.size, n_boot)
+        boot = _stat(wb @ base / base.size, wo @ other / other.size, kind)
+        mean_base, mean_other = float(base.mean()), float(other.mean())
+        loo_base = (base.sum() - base) / (base.size - 1)
+        loo_other = (other.sum() - other) / (other.size - 1)
+        jack = np.concatenate(
+            [_stat(loo_base, mean_other, kind), _stat(mean_base, loo_other, kind)]
+        )
+        n_base, n_other = base.size, other.size
+    else:
+        cl = _clusters(base, other, np.asarray(pairs))
+        w = _weights(rng, cl.count.size, n_boot)
+        den = w @ cl.count
+        boot = _stat(w @ (cl.base * cl.count) / den, w @ cl.other_sum / den, kind)
+        total = cl.count.sum()
+        mean_base = float(np.sum(cl.base * cl.count) / total)
+        mean_other = float(cl.other_sum.sum() / total)
+        loo_n = total - cl.count
+        jack = _stat(
+            (np.sum(cl.base * cl.count) - cl.base * cl.count) / loo_n,
+            (cl.other_sum.sum() - cl.other_sum) / loo_n,
+            kind,
+        )
+        n_base, n_other = cl.count.size, other.size
+    estimate = float(_stat(mean_base, mean_other, kind))
+    lo, hi = _interval(np.asarray(boot), estimate, np.asarray(jack), ci, method)
+    return Delta(
+        estimate,
+        lo,
+        hi,
+        mean_base,
+        mean_other,
+        int(n_base),
+        int(n_other),
+        pairs is not None,
+        kind,
+        ci,
+        n_boot,
+        method,
+    )
+
+
+def permutation_test(
+    base: Sequence[float] | np.ndarray,
+    other: Sequence[float] | np.ndarray,
+    *,
+    pairs: Sequence[int] | np.ndarray | None = None,
+    n_perm: int = 5000,
+    seed: int | Sequence[int] = 0,
+) -> PermutationResult:
+    """Two-sided permutation test of H0 "same distribution" with T = mean(other) − mean(base).
+
+    Unpaired: group labels are shuffled. Paired (`pairs` as in `bootstrap_delta`): the signs of
+    the per-source differences (mean of a source's stressed versions − its clean value) are
+    flipped, weighting each source by its number of stressed versions.
+    """
+    base = _as_finite(base, "base group")
+    other = _as_finite(other, "other group")
+    rng = np.random.default_rng(seed)
+    chunk = 1000  # bounds memory: chunk × n indices at a time
+    if pairs is None:
+        pooled = np.concatenate([base, other])
+        n_other = other.size
+        t_obs = other.mean() - base.mean()
+        total = pooled.sum()
+        null = []
+        for start in range(0, n_perm, chunk):
+            size = min(chunk, n_perm - start)
+            perm = rng.permuted(np.tile(np.arange(pooled.size), (size, 1)), axis=1)
+            s_other = pooled[perm[:, :n_other]].sum(axis=1)
+            null.append(s_other / n_other - (total - s_other) / base.size)
+    else:
+        cl = _clusters(base, other, np.asarray(pairs))
+        weighted = cl.count * (cl.other_mean - cl.base)
+        t_obs = weighted.sum() / cl.count.sum()
+        null = []
+        for start in range(0, n_perm, chunk):
+            size = min(chunk, n_perm - start)
+            signs = rng.choice(np.array([-1.0, 1.0]), size=(size, weighted.size))
+            null.append(signs @ weighted / cl.count.sum())
+    null_arr = np.concatenate(null)
+    # Tolerance: permuted statistics equal to the observed one up to rounding count as extreme.
+    tol = 1e-12 * max(1.0, abs(float(t_obs)))
+    p = (1.0 + np.sum(np.abs(null_arr) >= abs(t_obs) - tol)) / (1.0 + n_perm)
+    return PermutationResult(float(t_obs), float(p), int(n_perm), pairs is not None)
+
+
+def effect_size(
+    base: Sequence[float] | np.ndarray,
+    other: Sequence[float] | np.ndarray,
+    *,
+    pairs: Sequence[int] | np.ndarray | None = None,
+) -> float:
+    """Cohen's d = (mean_other − mean_base)/pooled SD, or paired d_z = mean(diff)/SD(diff)."""
+    base = _as_finite(base, "base group")
+    other = _as_finite(other, "other group")
+    if pairs is not None:
+        diff = other - base[np.asarray(pairs, dtype=np.int64)]
+        sd = diff.std(ddof=1)
+        return float(diff.mean() / sd) if sd > 0 else float("nan")
+    pooled = ((base.size - 1) * base.var(ddof=1) + (other.size - 1) * other.var(ddof=1)) / (
+        base.size + other.size - 2
+    )
+    return float((other.mean() - base.mean()) / np.sqrt(pooled)) if pooled > 0 else float("nan")
+
+
+def adjust_pvalues(p_values: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:
+    """Holm (family-wise error) or Benjamini–Hochberg ("bh", false discovery rate) adjustment.
+
+    NaN p-values are left NaN and do not count towards the number of tests.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0 or method == "none":
+        return np.where(ok, p, np.nan)
+    vals = p[ok]
+    order = np.argsort(vals, kind="stable")
+    ranked = vals[order]
+    if method == "holm":
+        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    elif method == "bh":
+        adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * ranked[::-1])[::-1]
+    else:
+        raise WspecError(f"unknown correction {method!r}; use 'holm', 'bh' or 'none'")
+    result = np.empty(m)
+    result[order] = np.minimum(adj, 1.0)
+    out[ok] = result
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def check_results(results: pd.DataFrame) -> None:
+    """Raise a WspecError naming the missing columns if `results` is not a results table."""
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise WspecError(
+            f"results table lacks columns {missing}; pass the tidy table written by `wspec run`"
+        )
+
+
+def select_results(results: pd.DataFrame, *, control: str, K: int) -> pd.DataFrame:
+    """Rows of one sequence-length control and K, after checking both exist in `results`."""
+    check_results(results)
+    controls = sorted(results["control"].astype(str).unique())
+    if control not in controls:
+        raise WspecError(f"control {control!r} not in the results; available: {controls}")
+    sub = results[results["control"] == control]
+    ks = sorted(int(k) for k in sub["K"].unique())
+    if int(K) not in ks:
+        raise WspecError(f"K={K} not in the results for control {control!r}; available: {ks}")
+    return sub[sub["K"] == int(K)]
+
+
+def stimulus_values(cell: pd.DataFrame, layer: int = LAYER_MEAN) -> pd.DataFrame:
+    """One value per stimulus of one (model, component, metric) cell: a layer or the layer mean.
+
+    Returns columns stimulus_id, family, source_id, value. For the layer mean, stimuli with
+    a missing or non-finite value in any layer of the cell are dropped (mixing layer sets would
+    compare different averages).
+    """
+    meta = cell.drop_duplicates("stimulus_id").set_index("stimulus_id")[["family", "source_id"]]
+    if layer != LAYER_MEAN:
+        sub = cell[cell["layer"] == layer]
+        vals = sub.groupby("stimulus_id")["value"].mean()
+    else:
+        wide = cell.pivot_table(
+            index="stimulus_id", columns="layer", values="value", aggfunc="mean"
+        )
+        wide = wide.reindex(columns=sorted(cell["layer"].unique()))
+        vals = wide[np.isfinite(wide).all(axis=1)].mean(axis=1)
+    vals = vals[np.isfinite(vals)]
+    out = meta.loc[vals.index].assign(value=vals.to_numpy()).reset_index()
+    out["source_id"] = out["source_id"].fillna("").astype(str)
+    return out
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Base and other values of one comparison, with the pairing (if any)."""
+
+    base: np.ndarray
+    other: np.ndarray
+    pairs: np.ndarray | None
+
+
+def split_groups(
+    values: pd.DataFrame,
+    *,
+    clean_families: Sequence[str] = CLEAN_FAMILIES,
+    stress_families: Sequence[str],
+    pair: str = "auto",
+) -> Groups:
+    """Clean (base) and stressed (other) values from `stimulus_values` output, paired if possible.
+
+    pair="auto" pairs when every stressed stimulus's source_id is a clean stimulus present here;
+    "never" forces the unpaired design; "always" raises if pairing is impossible.
+    """
+    clean = values[values["family"].isin(list(clean_families))]
+    stressed = values[values["family"].isin(list(stress_families))]
+    position = pd.Series(np.arange(len(clean)), index=clean["stimulus_id"].to_numpy())
+    pairable = bool(len(stressed)) and stressed["source_id"].isin(position.index).all()
+    if pair == "always" and not pairable:
+        raise WspecError("pair='always' but some stressed stimuli have no clean source here")
+    if pair not in ("auto", "always", "never"):
+        raise WspecError(f"unknown pair mode {pair!r}; use 'auto', 'always' or 'never'")
+    pairs = None
+    if pairable and pair != "never":
+        pairs = position.loc[stressed["source_id"].to_numpy()].to_numpy()
+    return Groups(clean["value"].to_numpy(float), stressed["value"].to_numpy(float), pairs)
+
+
+def default_stress_families(results: pd.DataFrame) -> list[str]:
+    """Every family present except the clean and control families."""
+    skip = set(CLEAN_FAMILIES) | set(CONTROL_FAMILIES)
+    return sorted(f for f in results["family"].astype(str).unique() if f not in skip)
+
+
+def cell_seed(seed: int, *key: object) -> list[int]:
+    """A seed sequence for one table cell: the user seed plus a CRC of the cell's name."""
+    return [int(seed), zlib.crc32("|".join(map(str, key)).encode())]
+
+
+def compare(
+    groups: Groups,
+    *,
+    kind: str,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    ci: float = 0.95,
+    seed: int | Sequence[int] = 0,
+    method: str = "percentile",
+) -> dict[str, object]:
+    """Delta + CI, permutation p-value and effect size of one comparison, as a flat record."""
+    delta = bootstrap_delta(
+        groups.base,
+        groups.other,
+        pairs=groups.pairs,
+        kind=kind,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        method=method,
+    )
+    perm = permutation_test(groups.base, groups.other, pairs=groups.pairs, n_perm=n_perm, seed=seed)
+    return {
+        "kind": kind,
+        "estimate": delta.estimate,
+        "ci_low": delta.ci_low,
+        "ci_high": delta.ci_high,
+        "mean_clean": delta.mean_base,
+        "mean_stressed": delta.mean_other,
+        "n_clean": delta.n_base,
+        "n_stressed": delta.n_other,
+        "paired": delta.paired,
+        "effect_size": effect_size(groups.base, groups.other, pairs=groups.pairs),
+        "p_value": perm.p_value,
+    }
+
+
+def delta_table(
+    results: pd.DataFrame,
+    *,
+    models: Sequence[str] | None = None,
+    components: Sequence[str] = TABLE1_COMPONENTS,
+    metrics: Sequence[str] = TABLE1_METRICS,
+    K: int = 10,
+    control: str = "matched_T",
+    stress_families: Sequence[str] | None = None,
+    clean_families: Sequence[str] = CLEAN_FAMILIES,
+    by_family: bool = False,
+    by_layer: bool = False,
+    pair: str = "auto",
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+    method: str = "percentile",
+    correction: str = "holm",
+) -> pd.DataFrame:
+    """Clean-vs-stressed deltas for every model × component × metric (× family) (× layer).
+
+    One row per cell: model, component, metric, family ("+"-joined when pooled), layer
+    (``LAYER_MEAN`` = mean over layers per stimulus), kind, estimate, ci_low, ci_high,
+    mean_clean, mean_stressed, n_clean, n_stressed, paired, effect_size, p_value and p_adj
+    (`correction` applied across all cells of the returned table). Cells without data on both
+    sides are omitted.
+    """
+    sub = select_results(results, control=control, K=K)
+    sub = sub[sub["component"].isin(list(components)) & sub["metric"].isin(list(metrics))]
+    if models is not None:
+        unknown = sorted(set(models) - set(sub["model"].unique()))
+        if unknown:
+            have = sorted(results["model"].unique())
+            raise WspecError(f"models {unknown} not in the results; available: {have}")
+        sub = sub[sub["model"].isin(list(models))]
+    families = list(stress_families) if stress_families else default_stress_families(sub)
+    if not families:
+        raise WspecError("no stressed families in the results; run the stress set first")
+    family_groups = [[f] for f in families] if by_family else [families]
+    rows: list[dict[str, object]] = []
+    for (model, component, metric), cell in sub.groupby(["model", "component", "metric"]):
+        layers = [LAYER_MEAN] + (sorted(int(x) for x in cell["layer"].unique()) if by_layer else [])
+        for layer in layers:
+            values = stimulus_values(cell, layer)
+            for fams in family_groups:
+                groups = split_groups(
+                    values, clean_families=clean_families, stress_families=fams, pair=pair
+                )
+                if groups.base.size < 2 or groups.other.size < 2:
+                    continue
+                label = "+".join(fams)
+                record = compare(
+                    groups,
+                    kind=delta_kind(str(metric)),
+                    n_boot=n_boot,
+                    n_perm=n_perm,
+                    ci=ci,
+                    seed=cell_seed(seed, model, component, metric, layer, label),
+                    method=method,
+                )
+                rows.append(
+                    {"model": model, "component": component, "metric": metric}
+                    | {"family": label, "layer": layer}
+                    | record
+                )
+    columns = ["model", "component", "metric", "family", "layer", "kind", "estimate", "ci_low"]
+    columns += ["ci_high", "mean_clean", "mean_stressed", "n_clean", "n_stressed", "paired"]
+    columns += ["effect_size", "p_value", "p_adj"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["p_adj"] = adjust_pvalues(table["p_value"].to_numpy(float), correction)
+    return table
+
+
+def baseline_comparison(
+    results: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    model: str,
+    component: str,
+    metric: str = "n_eff",
+    K: int = 10,
+    control: str = "matched_T",
+    stress_families: Sequence[str] | None = None,
+    reference: pd.DataFrame | None = None,
+    reference_model: str | None = None,
+    label_column: str = "hallucinated",
+    max_wer: float | None = None,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Healthy-baseline comparisons for the referee's comment 1 (is Regime II static?).
+
+    "Healthy" = clean stimuli the model transcribed without hallucinating (and, if `max_wer`
+    is given, with WER ≤ max_wer). Rows (layer mean, as in `delta_table`):
+
+    * ``hallucinated vs healthy``: stressed stimuli the model hallucinated on vs healthy clean;
+    * ``not hallucinated vs healthy``: stressed stimuli it survived vs healthy clean;
+    * ``healthy vs reference`` (if `reference` results are given, e.g. an untrained
+      ``random:`` model or another scale on the same stimuli): healthy clean of `model` vs the
+      reference model's values on the same stimulus ids (paired by stimulus id). A large change
+      here means the compression is already present in normal operation (static).
+    """
+    sub = select_results(results, control=control, K=K)
+    cell = sub[
+        (sub["model"] == model) & (sub["component"] == component) & (sub["metric"] == metric)
+    ]
+    if cell.empty:
+        raise WspecError(f"no {component}/{metric} rows for model {model!r} at K={K}, {control}")
+    need = {"model", "stimulus_id", label_column}
+    if not need <= set(labels.columns):
+        raise WspecError(f"label table lacks {sorted(need - set(labels.columns))}")
+    lab = labels[labels["model"] == model].set_index("stimulus_id")
+    values = stimulus_values(cell)
+    values = values[values["stimulus_id"].isin(lab.index)]
+    flag = lab.loc[values["stimulus_id"], label_column].astype(bool).to_numpy()
+    clean_mask = values["family"].isin(list(CLEAN_FAMILIES)).to_numpy()
+    healthy_mask = clean_mask & ~flag
+    if max_wer is not None and "wer" in lab.columns:
+        wer = lab.loc[values["stimulus_id"], "wer"].to_numpy(float)
+        healthy_mask &= np.nan_to_num(wer, nan=np.inf) <= max_wer
+    families = list(stress_families) if stress_families else default_stress_families(cell)
+    stressed_mask = values["family"].isin(families).to_numpy()
+    healthy = values[healthy_mask]
+    kind = delta_kind(metric)
+    rows = []
+    for name, mask in (
+        ("hallucinated vs healthy", stressed_mask & flag),
+        ("not hallucinated vs healthy", stressed_mask & ~flag),
+    ):
+        other = values[mask]
+        position = pd.Series(np.arange(len(healthy)), index=healthy["stimulus_id"].to_numpy())
+        pairable = len(other) > 0 and other["source_id"].isin(position.index).all()
+        pairs = position.loc[other["source_id"].to_numpy()].to_numpy() if pairable else None
+        rows.append((name, Groups(healthy["value"].to_numpy(), other["value"].to_numpy(), pairs)))
+    if reference is not None:
+        ref_model = reference_model or str(reference["model"].iloc[0])
+        ref_sub = select_results(reference, control=control, K=K)
+        ref_cell = ref_sub[
+            (ref_sub["model"] == ref_model)
+            & (ref_sub["component"] == component)
+            & (ref_sub["metric"] == metric)
+        ]
+        ref_vals = stimulus_values(ref_cell) if not ref_cell.empty else values.iloc[:0]
+        ref_vals = ref_vals[ref_vals["stimulus_id"].isin(healthy["stimulus_id"])]
+        position = pd.Series(np.arange(len(ref_vals)), index=ref_vals["stimulus_id"].to_numpy())
+        other = healthy[healthy["stimulus_id"].isin(position.index)]
+        pairs = position.loc[other["stimulus_id"].to_numpy()].to_numpy()
+        rows.append(
+            (
+                f"healthy vs reference ({ref_model})",
+                Groups(ref_vals["value"].to_numpy(), other["value"].to_numpy(), pairs),
+            )
+        )
+    out = []
+    for name, groups in rows:
+        record: dict[str, object] = {"comparison": name, "model": model, "component": component}
+        record["metric"] = metric
+        if groups.base.size >= 2 and groups.other.size >= 2:
+            record |= compare(
+                groups,
+                kind=kind,
+                n_boot=n_boot,
+                n_perm=n_perm,
+                ci=ci,
+                seed=cell_seed(seed, model, component, metric, name),
+            )
+        else:
+            record |= {"n_clean": int(groups.base.size), "n_stressed": int(groups.other.size)}
+        out.append(record)
+    frame = pd.DataFrame(out)
+    return frame.rename(columns={"mean_clean": "mean_base", "mean_stressed": "mean_other"})
+
+
+# --------------------------------------------------------------------------- spectra and KL
+
+#: Default histogram of log10(λ/λ_1): 24 bins of a quarter decade over [-6, 0].
+LOG_EIG_BINS = np.linspace(-6.0, 0.0, 25)
+
+
+def normalized_spectrum(eigenvalues: Sequence[float] | np.ndarray, K: int = 10) -> np.ndarray:
+    """Top-K eigenvalues (descending, clamped at 0) divided by their sum: a distribution over rank.
+
+    A spectrum with fewer than K eigenvalues is padded with zeros (no variance in those modes).
+    """
+    lam = np.sort(np.clip(np.asarray(eigenvalues, dtype=np.float64).ravel(), 0.0, None))[::-1]
+    if lam.size == 0 or not np.all(np.isfinite(lam)) or lam.sum() <= 0:
+        raise WspecError("spectrum is empty, non-finite or all zero; cannot normalise it")
+    top = np.zeros(K)
+    top[: min(K, lam.size)] = lam[:K]
+    return top / top.sum()
+
+
+def log_eigenvalue_histogram(
+    eigenvalues: Sequence[float] | np.ndarray, bins: np.ndarray = LOG_EIG_BINS
+) -> np.ndarray:
+    """Share of eigenvalues per bin of log10(λ/λ_1) (scale-free); values below the range clip in.
+
+    Zero eigenvalues (below numerical rank) are dropped: their logarithm is undefined.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    lam = lam[np.isfinite(lam) & (lam > 0)]
+    if lam.size == 0:
+        raise WspecError("spectrum has no positive eigenvalue; cannot build a histogram")
+    logs = np.clip(np.log10(lam / lam.max()), bins[0], bins[-1])
+    counts, _ = np.histogram(logs, bins=bins)
+    return counts / counts.sum()
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, smoothing: float = 1e-3) -> float:
+    """KL(p ‖ q) in nats after mixing both with the uniform distribution (weight `smoothing`).
+
+    The mixture keeps KL finite when q has empty bins (e.g. a short decode with fewer than K
+    non-zero eigenvalues) and changes KL of well-populated distributions by O(smoothing).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        raise WspecError(f"distributions differ in shape: {p.shape} vs {q.shape}")
+    k = p.shape[-1]
+    p = (1.0 - smoothing) * p / p.sum(-1, keepdims=True) + smoothing / k
+    q = (1.0 - smoothing) * q / q.sum(-1, keepdims=True) + smoothing / k
+    return special.rel_entr(p, q).sum(-1)
+
+
+@dataclass(frozen=True)
+class KLTest:
+    """KL(stressed ‖ clean) between group-mean spectral distributions with a permutation null."""
+
+    kl: float
+    p_value: float
+    null_median: float
+    null_q95: float
+    n_clean: int
+    n_stressed: int
+    representation: str
+    n_perm: int
+
+
+def spectral_kl_test(
+    clean_spectra: Sequence[np.ndarray],
+    stressed_spectra: Sequence[np.ndarray],
+    *,
+    representation: str = "rank",
+    K: int = 10,
+    bins: np.ndarray = LOG_EIG_BINS,
+    smoothing: float = 1e-3,
+    n_perm: int = 2000,
+    seed: int = 0,
+) -> KLTest:
+    """Is the stressed eigenvalue distribution different from the clean one?
+
+    Each stimulus's spectrum becomes a distribution: ``"rank"`` = `normalized_spectrum` (share
+    of variance in each of the top-K modes), ``"hist"`` = `log_eigenvalue_histogram`. A group's
+    distribution is the mean over its stimuli; the statistic is KL(stressed ‖ clean) with
+    uniform smoothing. The null shuffles group labels across stimuli (n_perm, seeded); p is
+    the share of permuted KLs ≥ the observed one, (1 + #)/(1 + n_perm).
+    """
+    if representation == "rank":
+        rows = [normalized_spectrum(s, K) for s in (*clean_spectra, *stressed_spectra)]
+    elif representation == "hist":
+        rows = [log_eigenvalue_histogram(s, bins) for s in (*clean_spectra, *stressed_spectra)]
+    else:
+        raise WspecError(f"unknown representation {representation!r}; use 'rank' or 'hist'")
+    dist = np.vstack(rows)
+    n_clean, n_total = len(clean_spectra), dist.shape[0]
+    n_stressed = n_total - n_clean
+    if n_clean < 2 or n_stressed < 2:
+        raise WspecError("KL test needs at least 2 spectra per group")
+    observed = float(kl_divergence(dist[n_clean:].mean(0), dist[:n_clean].mean(0), smoothing))
+    rng = np.random.default_rng(seed)
+    perm = rng.permuted(np.tile(np.arange(n_total), (n_perm, 1)), axis=1)
+    mask = np.zeros((n_perm, n_total))
+    np.put_along_axis(mask, perm[:, :n_stressed], 1.0, axis=1)
+    stressed_mean = mask @ dist / n_stressed
+    clean_mean = (1.0 - mask) @ dist / n_clean
+    null = kl_divergence(stressed_mean, clean_mean, smoothing)
+    p = (1.0 + np.sum(null >= observed - 1e-15)) / (1.0 + n_perm)
+    return KLTest(
+        observed,
+        float(p),
+        float(np.median(null)),
+        float(np.quantile(null, 0.95)),
+        n_clean,
+        n_stressed,
+        representation,
+        n_perm,
+    )
