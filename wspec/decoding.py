@@ -65,8 +65,15 @@ def greedy_decode(
     *,
     features: torch.Tensor | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    min_new_tokens: int = 0,
 ) -> Decoded:
-    """Greedy transcript of one clip (give `audio` or precomputed `features`)."""
+    """Greedy transcript of one clip (give `audio` or precomputed `features`).
+
+    `min_new_tokens` > 0 suppresses end-of-text until that many tokens exist: a fixed
+    decode budget, used by the sequence-length control so a 1-token hallucination such
+    as " you" still yields a matrix of the common size (the continuation is the model's
+    own greedy choice once it may not stop). Labels always use the natural decode (0).
+    """
     if features is None:
         if audio is None:
             raise ValueError("greedy_decode needs audio or features")
@@ -95,6 +102,8 @@ def greedy_decode(
             sot_logits = out.logits[0, 0].float()
             no_speech_prob = float(sot_logits.softmax(-1)[loaded.no_speech_id])
         logits = logits.masked_fill(suppress_begin if step == 0 else suppress, float("-inf"))
+        if step < min_new_tokens:
+            logits[loaded.eot_id] = float("-inf")
         step_logprobs = torch.log_softmax(logits, dim=-1)
         nxt = int(torch.argmax(logits))
         logprobs.append(float(step_logprobs[nxt]))
