@@ -1,0 +1,179 @@
+"""The pipeline on real tiny.en and real (synthesised) audio: schema, controls, cache, resume."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wspec import pipeline
+from wspec.audio import write_audio
+from wspec.capture import all_sites
+from wspec.cli import build_parser
+from wspec.errors import WspecError
+from wspec.models import load
+from wspec.spectra import METRICS
+from wspec.stimuli.tts import synthesize
+
+SETTINGS = pipeline.SpectralSettings(max_new_tokens=64)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny():
+    return load("tiny.en", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> pd.DataFrame:
+    """Four real clips: silence (tiny.en says " you"), noise, and two spoken sentences."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    clips = {
+        "silence": ("nonspeech", "", np.zeros(3 * 16000, np.float32)),
+        "noise": ("nonspeech", "", (0.05 * rng.standard_normal(4 * 16000)).astype(np.float32)),
+        "speech-a": ("clean", "The bus was late again this morning.", None),
+        "speech-b": ("clean", "She painted the old fence a bright shade of blue.", None),
+    }
+    rows = []
+    for cid, (family, text, audio) in clips.items():
+        audio = synthesize(text, "espeak_us") if audio is None else audio
+        path = folder / f"{cid}.wav"
+        data = write_audio(path, audio)
+        rows.append(
+            {
+                "id": cid,
+                "family": family,
+                "params": "{}",
+                "seed": 0,
+                "duration_s": len(audio) / 16000,
+                "transcript": text,
+                "source_id": "",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "path": str(path),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def full_run(manifest, tmp_path_factory) -> pd.DataFrame:
+    tmp = tmp_path_factory.mktemp("run")
+    return pipeline.run_model(
+        "tiny.en",
+        "test",
+        out=tmp / "table.parquet",
+        progress=False,
+        manifest=manifest,
+        settings=SETTINGS,
+        loaded=_tiny(),
+        cache=tmp / "cache",
+    )
+
+
+def test_table_schema_and_completeness(full_run: pd.DataFrame) -> None:
+    assert list(full_run.columns) == list(pipeline.COLUMNS)
+    assert (full_run["schema_version"] == pipeline.SCHEMA_VERSION).all()
+    assert set(full_run["metric"]) == set(METRICS)
+    assert set(full_run["K"]) == {10, 0}
+    assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff"}
+    sites = all_sites(_tiny().model.config)
+    n_maps = sum(s.is_map for s in sites)
+    per_stimulus = len(METRICS) * 2 * (3 * (len(sites) - n_maps) + 2 * n_maps)
+    assert (full_run.groupby("stimulus_id").size() == per_stimulus).all()
+    # every NaN says why; no finite value carries a note
+    nan = full_run["value"].isna()
+    assert (full_run.loc[nan, "note"] != "").all()
+    assert (full_run.loc[~nan, "note"] == "").all()
+
+
+def test_short_decode_is_flagged_not_called_collapse(full_run: pd.DataFrame) -> None:
+    silence = full_run[(full_run.stimulus_id == "silence") & (full_run.component == "dec_residual")]
+    n_tokens = int(silence["n_tokens"].iloc[0])
+    assert n_tokens <= 2  # " you"
+    raw = silence[(silence.control == "raw") & (silence.metric == "n_eff") & (silence.K == 0)]
+    # T = n_tokens + 1 centred rows: at most n_tokens nonzero eigenvalues
+    assert (raw["value"] <= n_tokens + 1e-9).all()
+    matched = silence[silence.control == "matched_T"]
+    assert matched["value"].isna().all()
+    assert (matched["note"] == f"fewer than {SETTINGS.matched_rows} rows").all()
+    null = silence[(silence.control == "null_ratio") & (silence.metric == "n_eff")]
+    assert null["value"].notna().all()
+    speech = full_run[(full_run.stimulus_id == "speech-b") & (full_run.control == "matched_T")]
+    assert speech["value"].notna().any()
+
+
+def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> None:
+    out = pipeline.default_output("tiny.en", "x")  # naming only
+    assert out.name == "tiny.en__x.parquet"
+    runs = list(tmp_path_factory.getbasetemp().glob("run*/table.decodes.parquet"))
+    decodes = pd.read_parquet(runs[0])
+    assert list(decodes.columns) == list(pipeline.DECODE_COLUMNS)
+    text = decodes.set_index("stimulus_id")["text"]
+    assert "fence" in text["speech-b"].lower()
+
+
+def test_interrupted_run_resumes_and_recomputes_only_missing(
+    manifest, full_run, tmp_path, monkeypatch
+) -> None:
+    real = pipeline._analyse_stimulus
+    calls: list[str] = []
+
+    def crash_after_two(loaded, capture, stim, settings):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C mid-run looks like
+        calls.append(stim["id"])
+        return real(loaded, capture, stim, settings)
+
+    monkeypatch.setattr(pipeline, "_analyse_stimulus", crash_after_two)
+    kwargs = {
+        "out": tmp_path / "t.parquet",
+        "progress": False,
+        "manifest": manifest,
+        "settings": SETTINGS,
+        "loaded": _tiny(),
+        "cache": tmp_path / "cache",
+    }
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_model("tiny.en", "test", **kwargs)
+    done = sorted(p.name for p in (tmp_path / "cache").rglob("*.parquet"))
+    assert len(done) == 2
+    assert not list((tmp_path / "cache").rglob("*.part"))  # nothing partial on disk
+    assert not (tmp_path / "t.parquet").exists()
+
+    def counting(loaded, capture, stim, settings):
+        calls.append(stim["id"])
+        return real(loaded, capture, stim, settings)
+
+    monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
+    calls.clear()
+    resumed = pipeline.run_model("tiny.en", "test", **kwargs)
+    assert calls == list(manifest["id"][2:])  # only the missing ones
+    # identical numbers to an uninterrupted run (CPU reruns are bit-for-bit)
+    pd.testing.assert_frame_equal(resumed, full_run)
+    calls.clear()
+    pipeline.run_model("tiny.en", "test", **kwargs)
+    assert calls == []  # everything cached
+
+
+def test_cache_key_depends_on_what_changes_the_numbers() -> None:
+    code = pipeline.code_version()
+    key = pipeline.stimulus_key("tiny.en", "ab" * 32, SETTINGS, code)
+    assert key == pipeline.stimulus_key("tiny.en", "ab" * 32, SETTINGS, code)
+    other = pipeline.SpectralSettings(matched_rows=16)
+    assert key != pipeline.stimulus_key("tiny.en", "ab" * 32, other, code)
+    assert key != pipeline.stimulus_key("base", "ab" * 32, SETTINGS, code)
+    assert key != pipeline.stimulus_key("tiny.en", "cd" * 32, SETTINGS, code)
+    assert key != pipeline.stimulus_key("tiny.en", "ab" * 32, SETTINGS, code, "cuda")
+
+
+def test_empty_set_is_a_clear_error(manifest) -> None:
+    with pytest.raises(WspecError, match="empty"):
+        pipeline.run_model("tiny.en", "x", manifest=manifest.iloc[:0], loaded=_tiny())
+
+
+def test_cli_registers_run() -> None:
+    args = build_parser().parse_args(["run", "--model", "tiny.en", "--set", "ci"])
+    assert args.model == "tiny.en" and args.set == "ci" and callable(args.func)
