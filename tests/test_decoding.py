@@ -14,10 +14,23 @@ def test_silence_hallucination_and_budget(tiny_en):
     assert len(natural.tokens) < 12
     assert natural.no_speech_prob > 0.5
     forced = greedy_decode(tiny_en, silence, min_new_tokens=12, max_new_tokens=12)
-    assert len(forced.tokens) == 12
-    # The budget only removes the option to stop: the first tokens are the same choices.
-    assert forced.tokens[: len(natural.tokens)] == natural.tokens
-    assert forced.no_speech_prob == natural.no_speech_prob
+    # The budget extends what hooks see; what is reported stays the natural decode.
+    assert len(forced.budget_tokens) == 12
+    assert forced.budget_tokens[: len(natural.tokens)] == natural.tokens
+    assert (forced.tokens, forced.text, forced.avg_logprob) == (
+        natural.tokens,
+        natural.text,
+        natural.avg_logprob,
+    )
+    assert forced.n_steps == 12
+
+
+def test_budget_does_not_touch_long_decodes(tiny_en, sentence_audio):
+    natural = greedy_decode(tiny_en, sentence_audio)
+    assert len(natural.tokens) > 12
+    forced = greedy_decode(tiny_en, sentence_audio, min_new_tokens=12)
+    assert forced.tokens == forced.budget_tokens == natural.tokens
+    assert forced.avg_logprob == natural.avg_logprob
 
 
 def test_avg_logprob_counts_eot(tiny_en, sentence_audio):

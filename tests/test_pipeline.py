@@ -78,10 +78,11 @@ def test_table_schema_and_completeness(full_run: pd.DataFrame) -> None:
     assert (full_run["schema_version"] == pipeline.SCHEMA_VERSION).all()
     assert set(full_run["metric"]) == set(METRICS)
     assert set(full_run["K"]) == {10, 0}
-    assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff"}
+    assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff", "budget_T"}
     sites = all_sites(_tiny().model.config)
     n_maps = sum(s.is_map for s in sites)
-    per_stimulus = len(METRICS) * 2 * (3 * (len(sites) - n_maps) + 2 * n_maps)
+    n_decoder = sum(s.stack == "decoder" for s in sites)
+    per_stimulus = len(METRICS) * 2 * (3 * (len(sites) - n_maps) + 2 * n_maps + n_decoder)
     assert (full_run.groupby("stimulus_id").size() == per_stimulus).all()
     # every NaN says why; no finite value carries a note
     nan = full_run["value"].isna()
@@ -103,6 +104,18 @@ def test_short_decode_is_flagged_not_called_collapse(full_run: pd.DataFrame) -> 
     assert null["value"].notna().all()
     speech = full_run[(full_run.stimulus_id == "speech-b") & (full_run.control == "matched_T")]
     assert speech["value"].notna().any()
+
+
+def test_budget_control_measures_short_decodes_at_the_common_shape(full_run) -> None:
+    budget = full_run[full_run.control == "budget_T"]
+    assert set(budget["component"]) == {
+        c for c in set(full_run["component"]) if c.startswith("dec_")
+    }
+    assert (budget["n_rows"] == SETTINGS.matched_rows).all()
+    silence = budget[(budget.stimulus_id == "silence") & (budget.metric == "n_eff")]
+    # " you" is 1 token, yet under the fixed budget it has a defined K = 10 effective rank
+    assert silence["value"].notna().all()
+    assert (silence["value"] > 1.0).all()
 
 
 def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> None:

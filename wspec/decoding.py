@@ -24,13 +24,14 @@ DEFAULT_MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the 448-token 
 
 @dataclass
 class Decoded:
-    tokens: list[int]  # generated, without prompt and without EOT
+    tokens: list[int]  # generated, without prompt and without EOT (the natural decode)
     text: str
     token_logprobs: list[float]  # one per generated token, plus EOT's if it was reached
     avg_logprob: float  # openai-whisper: sum(logprobs incl. EOT) / (len(tokens) + 1)
     no_speech_prob: float  # P(no-speech token) at the start-of-transcript position, step 0
     compression_ratio: float  # len(text bytes) / len(zlib(text bytes)), as openai-whisper
     n_steps: int  # forward passes of the decoder
+    budget_tokens: list[int]  # `tokens`, extended to min_new_tokens if the model stopped early
 
 
 def compression_ratio(text: str) -> float:
@@ -69,10 +70,13 @@ def greedy_decode(
 ) -> Decoded:
     """Greedy transcript of one clip (give `audio` or precomputed `features`).
 
-    `min_new_tokens` > 0 suppresses end-of-text until that many tokens exist: a fixed
-    decode budget, used by the sequence-length control so a 1-token hallucination such
-    as " you" still yields a matrix of the common size (the continuation is the model's
-    own greedy choice once it may not stop). Labels always use the natural decode (0).
+    `min_new_tokens` > 0 sets a fixed decode budget for the sequence-length control: when
+    the model chooses end-of-text before that many tokens exist, the stop is recorded and
+    decoding goes on with its best non-EOT choice until the budget is met, so a 1-token
+    hallucination such as " you" still yields a matrix of the common size. Everything
+    reported (tokens, text, log-probs) is the natural decode; the continuation is only in
+    `budget_tokens` and in what hooks saw. Activations of the natural steps are unchanged
+    because the decoder is causal.
     """
     if features is None:
         if audio is None:
@@ -86,6 +90,7 @@ def greedy_decode(
     step_input = torch.tensor([loaded.sot_sequence], device=loaded.device)
     tokens: list[int] = []
     logprobs: list[float] = []
+    natural_end: int | None = None  # len(tokens) when the model first chose EOT
     no_speech_prob = float("nan")
     n_steps = 0
     for step in range(max_new_tokens):
@@ -102,15 +107,24 @@ def greedy_decode(
             sot_logits = out.logits[0, 0].float()
             no_speech_prob = float(sot_logits.softmax(-1)[loaded.no_speech_id])
         logits = logits.masked_fill(suppress_begin if step == 0 else suppress, float("-inf"))
-        if step < min_new_tokens:
-            logits[loaded.eot_id] = float("-inf")
         step_logprobs = torch.log_softmax(logits, dim=-1)
         nxt = int(torch.argmax(logits))
-        logprobs.append(float(step_logprobs[nxt]))
         if nxt == loaded.eot_id:
-            break
+            if natural_end is None:
+                natural_end = len(tokens)
+                logprobs.append(float(step_logprobs[nxt]))
+            if len(tokens) >= min_new_tokens:
+                break
+            logits[loaded.eot_id] = float("-inf")
+            nxt = int(torch.argmax(logits))
+        if natural_end is None:
+            logprobs.append(float(step_logprobs[nxt]))
         tokens.append(nxt)
+        if natural_end is not None and len(tokens) >= min_new_tokens:
+            break
         step_input = torch.tensor([[nxt]], device=loaded.device)
+    budget_tokens = tokens
+    tokens = tokens[:natural_end] if natural_end is not None else tokens
     text = loaded.tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return Decoded(
         tokens=tokens,
@@ -120,6 +134,7 @@ def greedy_decode(
         no_speech_prob=no_speech_prob,
         compression_ratio=compression_ratio(text),
         n_steps=n_steps,
+        budget_tokens=budget_tokens,
     )
 
 

@@ -10,6 +10,13 @@ three controls (wspec.seqlen):
                        F₀ encoder frames); NaN for shorter matrices
   null_ratio/null_diff the metric relative to iid Gaussian matrices of the same shape
                        (activations only; there is no Gaussian analogue of an attention map)
+  budget_T             decoder sites only: the first T₀ decision rows of a decode with a
+                       fixed budget (end-of-text suppressed until T₀ rows exist), so short
+                       hallucinations such as " you" are measured at the common shape too
+
+The decode runs once: with the budget in place, the natural decode's activations are the
+first n_tokens + 1 rows (the decoder is causal), so raw/matched_T/null use those rows and
+budget_T uses the first T₀.
 
 Results are cached per stimulus under cache_dir("runs", <model>) in files named by a
 content hash of (model, stimulus audio sha256, wspec code, settings).  Each file is
@@ -204,6 +211,22 @@ def spectral_rows(captured: Captured, sites: list[Site], settings: SpectralSetti
     return [row for s in sites for row in by_site[s.name]]
 
 
+def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
+    """The first `n_rows` decision rows of every decoder site (encoder sites untouched).
+
+    A causal self-attention map keeps the columns those rows can see (prompt included).
+    """
+    matrices = {}
+    for name, m in captured.matrices.items():
+        if not name.startswith("decoder."):
+            matrices[name] = m
+        elif name.endswith(".self_attn_map"):
+            matrices[name] = m[:n_rows, : n_rows + m.shape[1] - m.shape[0]]
+        else:
+            matrices[name] = m[:n_rows]
+    return Captured(matrices, min(n_rows, captured.n_rows_decoder), captured.n_frames)
+
+
 # --- one stimulus, cached ----------------------------------------------------------------
 def _analyse_stimulus(
     loaded, capture: ActivationCapture, stim: pd.Series, settings: SpectralSettings
@@ -211,8 +234,22 @@ def _analyse_stimulus(
     """Decode one stimulus under capture; return (rows DataFrame, decode dict)."""
     audio = read_audio(stim["path"], allow_long=True)  # Whisper sees the first 30 s
     capture.start(encoder_frames(len(audio)))
-    decoded = greedy_decode(loaded, audio, max_new_tokens=settings.max_new_tokens)
-    rows = spectral_rows(capture.collect(), capture.sites, settings)
+    decoded = greedy_decode(
+        loaded,
+        audio,
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.matched_rows,
+    )
+    captured = capture.collect()
+    natural_rows = min(len(decoded.tokens) + 1, captured.n_rows_decoder)
+    rows = spectral_rows(decoder_prefix(captured, natural_rows), capture.sites, settings)
+    decoder_sites = [s for s in capture.sites if s.stack == "decoder"]
+    budget = decoder_prefix(captured, settings.matched_rows)
+    rows += [
+        r | {"control": "budget_T"}
+        for r in spectral_rows(budget, decoder_sites, settings)
+        if r["control"] == "raw"
+    ]
     ident = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.name,
