@@ -1,0 +1,104 @@
+"""The exercise checkers accept independent correct answers and reject the usual mistakes.
+
+Correct answers here are written with numpy alone (not wspec.spectra), so a pass means two
+independent implementations agree within the checkers' tolerance (rtol 1e-6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wspec import assignments
+
+
+def effective_rank(eigs):
+    lam = np.asarray(eigs, dtype=np.float64)
+    p = lam / lam.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def participation_ratio(eigs):
+    lam = np.asarray(eigs, dtype=np.float64)
+    return float(lam.sum() ** 2 / (lam**2).sum())
+
+
+def spectral_slope(eigs, k):
+    lam = np.sort(np.asarray(eigs, dtype=np.float64))[::-1][:k]
+    return float(-np.polyfit(np.log(np.arange(1, k + 1)), np.log(lam), 1)[0])
+
+
+def gram_eigenvalues(x):
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    s = np.linalg.svd(xc, compute_uv=False) ** 2 / (len(x) - 1)
+    out = np.zeros(min(x.shape))
+    out[: s.size] = s
+    return out
+
+
+CORRECT = [
+    (assignments.check_effective_rank, effective_rank),
+    (assignments.check_participation_ratio, participation_ratio),
+    (assignments.check_spectral_slope, spectral_slope),
+    (assignments.check_gram_eigenvalues, gram_eigenvalues),
+]
+
+
+@pytest.mark.parametrize(("checker", "answer"), CORRECT)
+def test_checkers_accept_correct_answers(checker, answer, capsys) -> None:
+    report = checker(answer)
+    assert report.passed
+    assert "PASS" in capsys.readouterr().out
+
+
+WRONG = [
+    (
+        assignments.check_effective_rank,
+        lambda e: float(
+            np.exp(-np.nansum(np.asarray(e) / np.sum(e) * np.log2(np.asarray(e) / np.sum(e))))
+        ),
+    ),  # log base 2
+    (assignments.check_effective_rank, lambda e: float(np.count_nonzero(e))),  # plain rank
+    (assignments.check_participation_ratio, lambda e: float(np.sum(e) / np.max(e))),  # stable rank
+    (assignments.check_spectral_slope, lambda e, k: -spectral_slope(e, k)),  # sign flipped
+    (assignments.check_spectral_slope, lambda e, k: spectral_slope(e, len(e))),  # ignores k
+    (
+        assignments.check_gram_eigenvalues,  # no centring
+        lambda x: np.clip(
+            np.linalg.svd(np.asarray(x), compute_uv=False) ** 2 / (len(x) - 1), 0, None
+        ),
+    ),
+    (
+        assignments.check_gram_eigenvalues,  # singular values instead of eigenvalues
+        lambda x: np.linalg.svd(np.asarray(x) - np.mean(x, axis=0), compute_uv=False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("checker", "answer"), WRONG)
+def test_checkers_reject_wrong_answers(checker, answer, capsys) -> None:
+    with np.errstate(divide="ignore", invalid="ignore"):  # log2(0) in the base-2 answer
+        report = checker(answer)
+    assert not report.passed
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "[XX]" in out
+
+
+def test_a_raising_answer_is_reported_not_raised(capsys) -> None:
+    def broken(eigs):
+        raise ZeroDivisionError("oops")
+
+    report = assignments.check_effective_rank(broken)
+    assert not report.passed
+    assert "raised ZeroDivisionError: oops" in capsys.readouterr().out
+
+
+def test_length_bias_grows_with_rows_on_pure_noise() -> None:
+    bias = assignments.length_bias(n_rows=(4, 16, 64), d=64, draws=10, seed=1)
+    values = list(bias.values())
+    # Centred, N rows have at most N - 1 nonzero eigenvalues: the ceiling is exact.
+    assert all(v <= n - 1 + 1e-9 for n, v in bias.items())
+    assert values[0] < values[1] < values[2]
+    assert bias == assignments.length_bias(n_rows=(4, 16, 64), d=64, draws=10, seed=1)

@@ -1,0 +1,226 @@
+"""The book driver: slugs, the papermill run cache, the runs manifest and the strict build.
+
+Papermill tests execute tiny real notebooks in the project's python3 kernel; the strict-build
+tests run the real `jupyter-book build` with this repository's _config.yml on a throw-away book.
+The full book build is not a unit test (CI runs it through the Makefile).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from wspec import book
+from wspec.errors import WspecError
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = """---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {display_name: Python 3, language: python, name: python3}
+---
+"""
+
+CHAPTER = (
+    HEADER
+    + """
+# Tiny run
+
+```{code-cell} ipython3
+:tags: [parameters]
+model = "default-model"
+factor = 1
+out_dir = "."
+reduced = True
+stimulus_set = "ci"
+```
+
+```{code-cell} ipython3
+import json, os
+from pathlib import Path
+result = {"model": model, "answer": 21 * factor, "cwd": os.getcwd(),
+          "tqdm_disable": os.environ.get("TQDM_DISABLE")}
+Path(out_dir, "result.json").write_text(json.dumps(result))
+Path(out_dir, "outputs.json").write_text(json.dumps({"result": "result.json"}))
+print("answer", result["answer"])
+```
+"""
+)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("spec", "slug"),
+    [
+        ("tiny.en", "tiny-en"),
+        ("base", "base"),
+        ("openai/whisper-large-v3-turbo", "openai-whisper-large-v3-turbo"),
+        ("random:tiny", "random-tiny"),
+        ("/data/My Models/whisper_small/", "data-my-models-whisper-small"),
+    ],
+)
+def test_slugify_makes_file_safe_names(spec: str, slug: str) -> None:
+    assert book.slugify(spec) == slug
+
+
+def test_slugify_rejects_names_without_letters() -> None:
+    with pytest.raises(WspecError, match="no letters or digits"):
+        book.slugify(":/.")
+
+
+def test_execute_run_injects_parameters_caches_and_rekeys(tmp_path: Path) -> None:
+    chapter = _write(tmp_path / "book" / "chapter.md", CHAPTER)
+    cache = tmp_path / "cache"
+    params = {"model": "1.5b", "factor": 2}  # a model named "1.5b" must stay a string
+
+    first = book.execute_run(chapter, params, cwd=chapter.parent, code_hash="c1", cache=cache)
+    assert not first.cached
+    result = json.loads((first.out_dir / "result.json").read_text())
+    assert result == {
+        "model": "1.5b",
+        "answer": 42,
+        "cwd": str(chapter.parent),
+        "tqdm_disable": "1",
+    }
+    nb = nbformat.read(first.notebook, as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert ["parameters"] in tags and ["injected-parameters"] in tags
+    assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
+    # Only the finished notebook and its metadata are in the run folder: no partial files.
+    assert sorted(p.name for p in first.notebook.parent.iterdir()) == [
+        "out",
+        "run.ipynb",
+        "run.json",
+    ]
+
+    mtime = first.notebook.stat().st_mtime_ns
+    second = book.execute_run(chapter, params, cwd=chapter.parent, code_hash="c1", cache=cache)
+    assert second.cached and second.notebook == first.notebook and second.key == first.key
+    assert second.notebook.stat().st_mtime_ns == mtime  # papermill was not called again
+    assert second.parameters["model"] == "1.5b"
+
+    other_code = book.execute_run(chapter, params, cwd=chapter.parent, code_hash="c2", cache=cache)
+    assert not other_code.cached and other_code.key != first.key
+
+
+def test_failed_run_leaves_no_trusted_notebook(tmp_path: Path) -> None:
+    broken = CHAPTER.replace('print("answer"', 'raise RuntimeError("boom"); print("answer"')
+    chapter = _write(tmp_path / "book" / "chapter.md", broken)
+    cache = tmp_path / "cache"
+    with pytest.raises(WspecError, match="RuntimeError: boom"):
+        book.execute_run(chapter, {"factor": 1}, cwd=chapter.parent, code_hash="c", cache=cache)
+    (folder,) = list(cache.iterdir())
+    assert not (folder / "run.ipynb").exists() and not (folder / "run.json").exists()
+    assert (folder / "failed.ipynb").is_file()
+    assert not list(folder.glob(".run-*"))
+
+
+def test_parameters_cell_must_be_unique(tmp_path: Path) -> None:
+    chapter = _write(tmp_path / "c.md", CHAPTER.replace(":tags: [parameters]\n", "", 1))
+    with pytest.raises(WspecError, match="exactly one code cell tagged 'parameters'"):
+        book.execute_run(chapter, {}, cwd=tmp_path, code_hash="c", cache=tmp_path / "cache")
+
+
+def test_run_models_writes_pages_manifest_and_index(tmp_path: Path) -> None:
+    _write(tmp_path / "book" / "model_run.md", CHAPTER)
+    stale = _write(tmp_path / "book" / "runs" / "old-model.ipynb", "{}")
+    manifest = book.run_models(
+        ["random:tiny", "openai/whisper-tiny"], reduced=True, root=tmp_path, cache=tmp_path / "c"
+    )
+    assert not stale.exists()
+    assert book.load_runs(tmp_path) == manifest
+    assert manifest["reduced"] is True and manifest["stimulus_set"] == "ci"
+    run = manifest["runs"][0]
+    assert run["model"] == "random:tiny" and run["page"] == "book/runs/random-tiny.ipynb"
+    assert run["parameters"]["stimulus_set"] == "ci"
+    assert json.loads(Path(run["outputs"]["result"]).read_text())["model"] == "random:tiny"
+    page = nbformat.read(tmp_path / run["page"], as_version=4)
+    assert page.cells[0].source.startswith("# Tiny run: `random:tiny`")
+    index = (tmp_path / "book" / "runs" / "index.md").read_text()
+    assert "{doc}`random-tiny`" in index and "{doc}`openai-whisper-tiny`" in index
+
+
+def test_run_models_rejects_clashing_names(tmp_path: Path) -> None:
+    _write(tmp_path / "book" / "model_run.md", CHAPTER)
+    with pytest.raises(WspecError, match="same page name"):
+        book.run_models(["random:tiny", "random-tiny"], reduced=True, root=tmp_path)
+
+
+def test_load_runs_says_what_to_do_when_missing(tmp_path: Path) -> None:
+    with pytest.raises(WspecError, match="run `wspec book` first"):
+        book.load_runs(tmp_path)
+
+
+def test_repository_toc_has_every_part() -> None:
+    files = book.toc_files(REPO)
+    assert files[0] == "book/intro"
+    assert "book/model_run" not in files  # executed per model by papermill, never as a page
+    for chapter in ("book/theory", "book/stress_set", "book/runs/index", "book/results"):
+        assert chapter in files
+    for chapter in ("book/detection", "book/assignments", "book/status", "book/references"):
+        assert chapter in files
+
+
+# --- strict builds of a throw-away book with the repository's _config.yml ----------------
+GOOD_PAGE = HEADER + "\n# Good\n\nSee {ref}`sec-good`.\n\n(sec-good)=\n## Section\n\n$x^2$\n"
+
+
+def _mini_book(tmp_path: Path, pages: dict[str, str]) -> Path:
+    root = tmp_path / "mini"
+    root.mkdir()
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    _write(root / "book" / "references.bib", (REPO / "book" / "references.bib").read_text())
+    names = list(pages)
+    toc = f"format: jb-book\nroot: book/{names[0]}\n"
+    if len(names) > 1:
+        toc += "chapters:\n" + "".join(f"  - file: book/{n}\n" for n in names[1:])
+    _write(root / "_toc.yml", toc)
+    for name, text in pages.items():
+        _write(root / "book" / f"{name}.md", text)
+    book.prepare_mathjax(root)
+    return root
+
+
+def _build(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        book.jupyter_book_command(root, "html"), cwd=root, capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+def test_strict_build_passes_a_good_book(tmp_path: Path) -> None:
+    code = "\n```{code-cell} ipython3\nprint(6 * 7)\n```\n"
+    root = _mini_book(tmp_path, {"intro": GOOD_PAGE + code})
+    done = _build(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert "42" in html and "mathjax/tex-mml-chtml.js" in html
+
+
+@pytest.mark.slow
+def test_strict_build_fails_on_broken_reference_and_missing_figure(tmp_path: Path) -> None:
+    broken = GOOD_PAGE + "\nSee {ref}`no-such-label`.\n\n```{figure} missing.png\nA figure.\n```\n"
+    root = _mini_book(tmp_path, {"intro": broken})
+    done = _build(root)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "no-such-label" in log and "missing.png" in log
+
+
+@pytest.mark.slow
+def test_strict_build_fails_on_a_failing_cell(tmp_path: Path) -> None:
+    cell = '\n```{code-cell} ipython3\nraise ValueError("chapter is broken")\n```\n'
+    root = _mini_book(tmp_path, {"intro": GOOD_PAGE, "broken": HEADER + "\n# Broken\n" + cell})
+    done = _build(root)
+    assert done.returncode != 0
+    assert "chapter is broken" in done.stdout + done.stderr

@@ -1,0 +1,137 @@
+"""The stress set: design, determinism, SNR arithmetic, levels, manifest and user folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from wspec.audio import read_audio
+from wspec.errors import WspecError
+from wspec.stimuli import COLUMNS, build_stimuli, design, load_manifest
+from wspec.stimuli.build import add_user_folder
+from wspec.stimuli.degrade import mix_at_snr, snr_db
+
+
+@pytest.fixture(scope="module")
+def ci_twice(tmp_path_factory):
+    """The 'ci' set generated from scratch in two separate folders."""
+    a = build_stimuli("ci", cache=tmp_path_factory.mktemp("a"), progress=False)
+    b = build_stimuli("ci", cache=tmp_path_factory.mktemp("b"), progress=False)
+    return a, b
+
+
+def test_build_is_deterministic(ci_twice):
+    a, b = ci_twice
+    assert list(a["id"]) == list(b["id"])
+    assert list(a["sha256"]) == list(b["sha256"])  # TTS, noise and mixing: same bytes
+
+
+def test_rebuild_skips_existing_and_keeps_manifest(ci_twice, tmp_path):
+    a, _ = ci_twice
+    root = __import__("pathlib").Path(a["path"].iloc[0]).parent.parent
+    again = build_stimuli("ci", cache=root, progress=False)
+    pd.testing.assert_frame_equal(a, again)
+
+
+def test_manifest_schema_and_links(ci_twice):
+    df, _ = ci_twice
+    assert tuple(df.columns) == COLUMNS
+    assert df["id"].is_unique
+    clean = df[df.family == "clean"]
+    assert (clean.transcript.str.len() > 0).all()
+    assert clean.duration_s.between(2.0, 20.0).all()
+    assert (df[df.family.isin(["nonspeech", "reversed"])].transcript == "").all()
+    derived = df[df.source_id != ""]
+    assert set(derived.source_id) <= set(clean.id)
+    for row in df.itertuples():
+        json.loads(row.params)
+    audio = read_audio(clean.path.iloc[0])
+    assert audio.size / 16_000 == pytest.approx(clean.duration_s.iloc[0])
+
+
+def test_default_design_covers_the_literature():
+    specs = design("default")
+    fam = pd.Series([s.family for s in specs])
+    assert len({s.id for s in specs}) == len(specs)
+    clean = [s for s in specs if s.family == "clean"]
+    assert len(clean) >= 60 and len({s.params["voice"] for s in clean}) >= 3
+    ns = [s.params for s in specs if s.family == "nonspeech"]
+    assert {p["seconds"] for p in ns} >= {1.0, 5.0, 10.0, 29.0, 31.0}
+    assert {p["kind"] for p in ns} >= {"silence", "dither", "hiss", "hum", "noise", "tone"}
+    assert {p["kind"] for p in ns} >= {"chirp", "clicks", "chords"}
+    assert {p["level_dbfs"] for p in ns if p["kind"] == "hiss"} == {-60.0, -45.0}
+    assert {p["mains_hz"] for p in ns if p["kind"] == "hum"} == {50.0, 60.0}
+    assert {p["color"] for p in ns if p["kind"] == "noise"} == {"white", "pink", "brown"}
+    snrs = {s.params["snr_db"] for s in specs if s.family == "noisy_snr"}
+    assert snrs == {20.0, 10.0, 5.0, 0.0, -5.0}
+    for family in ("trailing_silence", "repeated_syllables", "reversed"):
+        assert (fam == family).sum() >= 10
+
+
+@pytest.mark.parametrize("target", [20.0, 10.0, 5.0, 0.0, -5.0])
+def test_mix_at_snr_exact(sentence_audio, target):
+    noise = np.random.default_rng(1).standard_normal(sentence_audio.size)
+    # float32 storage of the mix perturbs the SNR by far less than the 0.1 dB required.
+    assert abs(snr_db(sentence_audio, mix_at_snr(sentence_audio, noise, target)) - target) < 0.1
+
+
+def test_stored_noisy_files_have_requested_snr(ci_twice):
+    df, _ = ci_twice
+    clean = {r.id: read_audio(r.path) for r in df[df.family == "clean"].itertuples()}
+    noisy = df[df.family == "noisy_snr"]
+    assert len(noisy) >= 2
+    for row in noisy.itertuples():
+        want = json.loads(row.params)["snr_db"]
+        got = snr_db(clean[row.source_id], read_audio(row.path))
+        assert abs(got - want) < 0.1, (row.id, got, want)  # requirement: within 0.1 dB
+
+
+def test_nonspeech_levels_and_silence(ci_twice):
+    df, _ = ci_twice
+    by_id = df.set_index("id")
+    white = read_audio(by_id.loc["nonspeech-noise-white-m30-10s", "path"])
+    assert 20 * np.log10(np.sqrt(np.mean(white.astype(np.float64) ** 2))) == pytest.approx(
+        -30.0, abs=0.01
+    )
+    silence = read_audio(by_id.loc["nonspeech-silence-31s", "path"], allow_long=True)
+    assert silence.size == 31 * 16_000 and not silence.any()
+
+
+def test_trailing_silence_and_reversal(ci_twice):
+    df, _ = ci_twice
+    by_id = df.set_index("id")
+    src = read_audio(by_id.loc["clean-00-piper_joe", "path"])
+    trail = read_audio(by_id.loc["trailing_silence-00-piper_joe-28s", "path"])
+    assert trail.size == 28 * 16_000
+    np.testing.assert_array_equal(trail[: src.size], src)
+    assert not trail[src.size :].any()
+    rev = read_audio(by_id.loc["reversed-00-piper_joe-rev", "path"])
+    np.testing.assert_array_equal(rev, src[::-1])
+
+
+def test_unknown_set_and_missing_manifest(monkeypatch, tmp_path):
+    with pytest.raises(WspecError, match="unknown stimulus set"):
+        build_stimuli("nope", cache=tmp_path)
+    monkeypatch.setenv("WSPEC_CACHE", str(tmp_path))
+    with pytest.raises(WspecError, match="wspec stimuli build"):
+        load_manifest("ci")
+
+
+def test_user_folder(monkeypatch, tmp_path, sentence_audio, sentence_text):
+    monkeypatch.setenv("WSPEC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    sf.write(folder / "a.wav", np.stack([sentence_audio] * 2, axis=1), 16_000)
+    (folder / "a.txt").write_text(sentence_text + "\n")
+    df = add_user_folder(folder, set_name="mine", progress=False)
+    assert tuple(df.columns) == COLUMNS
+    assert df.loc[0, "family"] == "user" and df.loc[0, "transcript"] == sentence_text
+    np.testing.assert_allclose(read_audio(df.loc[0, "path"]), sentence_audio, atol=1e-4)
+    pd.testing.assert_frame_equal(load_manifest("mine"), df)
+    (folder / "b.wav").write_bytes((folder / "a.wav").read_bytes())
+    with pytest.raises(WspecError, match="no transcript"):
+        add_user_folder(folder, set_name="mine2", progress=False)

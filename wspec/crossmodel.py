@@ -1,0 +1,579 @@
+"""Join the per-model runs of the book and derive what the cross-model chapters show.
+
+`wspec book` executes `book/model_run.md` once per model and lists the outputs in
+``book/runs/runs.json`` (read with `wspec.book.load_runs`). The Results, Referee, Controls and
+Detection chapters compare those runs; the joins and the few extra measurements they need
+live here so that the chapters hold only narrative and calls:
+
+* `run_outputs` concatenates one output (spectra, labels, ...) of every run;
+* `table1_control` picks the sequence-length control Table 1 is computed under, from what the
+  results contain (``budget_T`` when present, else ``matched_T``), never by hand;
+* `deltas_by_control` recomputes the clean-vs-stressed deltas under every control, so the
+  Controls chapter can show what each control changes;
+* `decoder_eigenvalues` recomputes whole eigen-spectra (the results table stores metrics, not
+  eigenvalues) for the log–log figure and the KL test, cached per stimulus;
+* `mean_spectra` / `kl_table` turn those spectra into the figure's curves and the referee's
+  KL test; `length_table` gives N_eff against decode length; `pick_clips` and
+  `jacobian_table` choose and measure the stimuli of the gain/alignment check;
+* `verdict_summary` writes a verdict's per-model numbers as one sentence for the prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from wspec.errors import WspecError
+from wspec.paper import model_scale_rank
+from wspec.paths import atomic_path, cache_dir
+from wspec.seqlen import null_control
+from wspec.stats import (
+    CLEAN_FAMILIES,
+    CONTROL_FAMILIES,
+    TABLE1_COMPONENTS,
+    TABLE1_METRICS,
+    adjust_pvalues,
+    delta_table,
+    normalized_spectrum,
+    select_results,
+    spectral_kl_test,
+)
+
+#: Controls in order of preference for Table 1: the fixed decode budget measures every stimulus
+#: (short hallucinations included) at the same shape; matched subsampling drops decodes shorter
+#: than T0 rows.
+TABLE1_CONTROLS: tuple[str, ...] = ("budget_T", "matched_T")
+#: The controls the Controls chapter compares; "null" stands for null_ratio / null_diff,
+#: whichever `wspec.seqlen.null_control` assigns to the metric.
+ALL_CONTROLS: tuple[str, ...] = ("raw", "matched_T", "null", "budget_T")
+#: Decoder parts whose spectra `decoder_eigenvalues` records (capture part -> results name).
+DECODER_PARTS: dict[str, str] = {
+    "cross_attn": "dec_cross_attn",
+    "self_attn": "dec_self_attn",
+    "ffn": "dec_ffn",
+}
+#: Stressed families in the order `pick_clips` draws from (most hallucination-prone first).
+STRESS_ORDER: tuple[str, ...] = (
+    "nonspeech",
+    "reversed",
+    "repeated_syllables",
+    "noisy_snr",
+    "trailing_silence",
+    "pgd_untargeted",
+    "pgd_targeted",
+)
+#: Whisper sees 30 s; `wspec.jacobian` measures one window, so longer clips are skipped.
+MAX_CLIP_S = 30.0
+EIGEN_VERSION = 1  # part of the eigenvalue cache key: bump when the recorded layout changes
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_outputs(manifest: dict, name: str) -> pd.DataFrame:
+    """One output table (e.g. "spectra", "labels", "decodes", "eigenspectra") of every run.
+
+    Rows of all runs concatenated; a ``model`` column (the run's model spec) is added where the
+    table has none. A run that did not write the output is a user-fixable error.
+    """
+    frames = []
+    for run in manifest["runs"]:
+        path = run.get("outputs", {}).get(name)
+        if not path or not Path(path).is_file():
+            raise WspecError(
+                f"run {run['model']!r} has no {name!r} output ({path}); re-run `wspec book`."
+            )
+        frame = pd.read_parquet(path)
+        if "model" not in frame.columns:
+            frame.insert(0, "model", run["model"])
+        frames.append(frame)
+    if not frames:
+        raise WspecError("the runs manifest lists no runs; run `wspec book --models ...`.")
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_models(manifest: dict) -> list[str]:
+    """Model specs of the runs, smallest Whisper size first."""
+    return sorted((r["model"] for r in manifest["runs"]), key=lambda m: (model_scale_rank(m), m))
+
+
+def untrained_twin(model: str) -> str:
+    """Spec of the untrained model with the same architecture ("tiny.en" -> "random:tiny.en")."""
+    return model if model.startswith("random:") else f"random:{model}"
+
+
+def table1_control(
+    results: pd.DataFrame,
+    preference: Sequence[str] = TABLE1_CONTROLS,
+    components: Sequence[str] = TABLE1_COMPONENTS,
+) -> str:
+    """The first control of `preference` with finite values for every Table 1 component."""
+    for control in preference:
+        sub = results[(results["control"] == control) & results["component"].isin(components)]
+        finite = sub[np.isfinite(sub["value"])]
+        if set(components) <= set(finite["component"].unique()):
+            return control
+    have = sorted(results["control"].astype(str).unique())
+    raise WspecError(
+        f"none of the controls {list(preference)} has values for {list(components)} "
+        f"(the results hold {have}); re-run the spectral pipeline."
+    )
+
+
+def deltas_by_control(
+    results: pd.DataFrame,
+    controls: Sequence[str] = ALL_CONTROLS,
+    *,
+    metrics: Sequence[str] = TABLE1_METRICS,
+    **kwargs,
+) -> pd.DataFrame:
+    """`stats.delta_table` under each control, stacked with a ``control`` column.
+
+    "null" runs each metric under its own null control (ratio for rank-like metrics,
+    difference otherwise). Controls absent from `results` are skipped. p_adj is recomputed
+    (Holm) within each control, so a control's table reads like Table 1.
+    """
+    present = set(results["control"].astype(str).unique())
+    frames = []
+    for control in controls:
+        if control == "null":
+            parts = [
+                delta_table(results, metrics=(m,), control=null_control(m), **kwargs)
+                for m in metrics
+                if null_control(m) in present
+            ]
+            if not parts:
+                continue
+            table = pd.concat(parts, ignore_index=True)
+            table["p_adj"] = adjust_pvalues(table["p_value"].to_numpy(float))
+        elif control in present:
+            table = delta_table(results, metrics=metrics, control=control, **kwargs)
+        else:
+            continue
+        frames.append(table.assign(control=control))
+    if not frames:
+        raise WspecError(f"none of the controls {list(controls)} is in the results")
+    return pd.concat(frames, ignore_index=True)
+
+
+def length_table(
+    results: pd.DataFrame,
+    *,
+    component: str = "dec_cross_attn",
+    metric: str = "n_eff",
+    K: int = 10,
+    controls: Sequence[str] = ALL_CONTROLS,
+) -> pd.DataFrame:
+    """One row per model × stimulus × control: the layer-mean metric and the decode length.
+
+    Columns model, stimulus_id, family, n_tokens, control, value (NaN where the control is
+    undefined, e.g. matched_T on a decode shorter than T0 rows).
+    """
+    present = set(results["control"].astype(str).unique())
+    frames = []
+    for control in controls:
+        name = null_control(metric) if control == "null" else control
+        if name not in present:
+            continue
+        sub = select_results(results, control=name, K=K)
+        sub = sub[(sub["component"] == component) & (sub["metric"] == metric)]
+        for model, cell in sub.groupby("model"):
+            ids = cell.drop_duplicates("stimulus_id").set_index("stimulus_id")
+            wide = cell.pivot_table(
+                index="stimulus_id", columns="layer", values="value", aggfunc="mean"
+            )
+            values = wide.mean(axis=1, skipna=False)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "model": model,
+                        "stimulus_id": values.index,
+                        "family": ids.loc[values.index, "family"].to_numpy(),
+                        "n_tokens": ids.loc[values.index, "n_tokens"].to_numpy(),
+                        "control": control,
+                        "value": values.to_numpy(float),
+                    }
+                )
+            )
+    if not frames:
+        raise WspecError(f"no {component}/{metric} rows under {list(controls)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def length_correlation(lengths: pd.DataFrame, method: str = "spearman") -> pd.DataFrame:
+    """Rank correlation of the metric with n_tokens per model × control (finite rows only)."""
+    rows = []
+    for (model, control), grp in lengths.groupby(["model", "control"], sort=False):
+        ok = grp[np.isfinite(grp["value"])]
+        rho = ok["value"].corr(ok["n_tokens"], method=method) if len(ok) >= 3 else np.nan
+        rows.append({"model": model, "control": control, "n": len(ok), "rho": float(rho)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- eigen-spectra
+
+
+def _eigen_key(model: str, sha256: str, parts: Sequence[str], n_rows: int, max_new: int) -> str:
+    """Content address of one stimulus's spectra: model, audio, settings and producing code.
+
+    The code part is the source of the function that computes the spectra plus the modules
+    it calls (not all of this module, so editing prose helpers keeps the cache).
+    """
+    import wspec
+
+    root = Path(wspec.__file__).parent
+    h = hashlib.sha256()
+    h.update(json.dumps([EIGEN_VERSION, model, sha256, list(parts), n_rows, max_new]).encode())
+    h.update(inspect.getsource(_one_stimulus_eigenvalues).encode())
+    for name in ("capture.py", "spectra.py", "decoding.py", "audio.py"):
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _one_stimulus_eigenvalues(loaded, capture, stim, parts, n_rows, max_new_tokens):
+    from wspec.audio import read_audio
+    from wspec.capture import encoder_frames
+    from wspec.decoding import greedy_decode
+    from wspec.spectra import gram_eigenvalues
+
+    audio = read_audio(stim["path"], allow_long=True)
+    capture.start(encoder_frames(len(audio)))
+    decoded = greedy_decode(loaded, audio, max_new_tokens=max_new_tokens, min_new_tokens=n_rows)
+    captured = capture.collect()
+    natural = min(len(decoded.tokens) + 1, captured.n_rows_decoder)
+    rows = []
+    for site in capture.sites:
+        matrix = captured.matrices[site.name]
+        for control, count in (("raw", natural), ("budget_T", n_rows)):
+            lam = gram_eigenvalues(matrix[:count]).cpu().numpy()
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "layer": site.layer,
+                        "component": DECODER_PARTS[site.part],
+                        "control": control,
+                        "n_rows": int(min(count, matrix.shape[0])),
+                        "rank": np.arange(1, lam.size + 1),
+                        "eigenvalue": lam,
+                    }
+                )
+            )
+    table = pd.concat(rows, ignore_index=True)
+    table.insert(0, "n_tokens", len(decoded.tokens))
+    for col in ("source_id", "family", "stimulus_id"):
+        table.insert(0, col, str(stim[{"stimulus_id": "id"}.get(col, col)]))
+    table.insert(0, "model", loaded.name)
+    return table
+
+
+def decoder_eigenvalues(
+    loaded,
+    stimuli: pd.DataFrame,
+    *,
+    parts: Sequence[str] = tuple(DECODER_PARTS),
+    n_rows: int = 12,
+    max_new_tokens: int = 224,
+    progress: bool = True,
+    cache: Path | None = None,
+) -> pd.DataFrame:
+    """Covariance eigenvalues of decoder components, natural length and fixed budget.
+
+    For each stimulus (manifest rows), one greedy decode with end-of-text suppressed until
+    `n_rows` tokens exist (the ``budget_T`` decode of `wspec.pipeline`; the decoder is causal,
+    so its first rows are those of the natural decode). Per decoder layer and part, the
+    eigenvalues of the centred covariance of the output rows (`wspec.spectra.gram_eigenvalues`)
+    are recorded for the natural decode (``control="raw"``: its n_tokens + 1 decision rows)
+    and for the first `n_rows` rows (``control="budget_T"``). Long table: model, stimulus_id,
+    family, source_id, n_tokens, layer, component, control, n_rows, rank, eigenvalue.
+    Each stimulus is cached (atomic parquet) under `cache` (default
+    cache_dir("crossmodel", "eigen")) / model.
+    """
+    from wspec.capture import ActivationCapture
+
+    unknown = sorted(set(parts) - set(DECODER_PARTS))
+    if unknown:
+        raise WspecError(f"unknown decoder part(s) {unknown}; use {list(DECODER_PARTS)}")
+    names = [
+        f"decoder.{layer}.{part}"
+        for layer in range(loaded.model.config.decoder_layers)
+        for part in parts
+    ]
+    folder = Path(cache or cache_dir("crossmodel", "eigen")) / _safe(loaded.name)
+    tables = []
+    with ActivationCapture(loaded.model, names) as capture:
+        todo = list(stimuli.to_dict("records"))
+        for stim in tqdm(
+            todo, desc=f"spectra {loaded.name}", **({} if progress else {"disable": True})
+        ):
+            key = _eigen_key(loaded.name, str(stim["sha256"]), parts, n_rows, max_new_tokens)
+            path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
+            if path.is_file():
+                tables.append(pd.read_parquet(path))
+                continue
+            with torch.no_grad():
+                table = _one_stimulus_eigenvalues(
+                    loaded, capture, stim, parts, n_rows, max_new_tokens
+                )
+            with atomic_path(path) as tmp:
+                table.to_parquet(tmp, index=False)
+            tables.append(table)
+    if not tables:
+        raise WspecError("no stimuli given; pass a non-empty manifest.")
+    return pd.concat(tables, ignore_index=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def balanced_subset(stimuli: pd.DataFrame, per_group: int | None, seed: int = 0) -> pd.DataFrame:
+    """Every stimulus (per_group None), or at most `per_group` clean and `per_group` stressed
+    ones drawn with a seeded sample, in manifest order. Keeps recomputed spectra affordable on
+    the full stimulus set."""
+    if per_group is None:
+        return stimuli
+    clean = stimuli["family"].isin(CLEAN_FAMILIES)
+    parts = [
+        grp.sample(n=min(per_group, len(grp)), random_state=seed)
+        for grp in (stimuli[clean], stimuli[~clean])
+    ]
+    return stimuli.loc[sorted(pd.concat(parts).index)]
+
+
+def stressed_group(family: str) -> str | None:
+    """ "clean" for the clean families, None for control families (e.g. gauss_control, which
+    `wspec.stats` also leaves out), "stressed" for every other."""
+    if family in CLEAN_FAMILIES:
+        return "clean"
+    return None if family in CONTROL_FAMILIES else "stressed"
+
+
+def spectra_by_stimulus(
+    eigs: pd.DataFrame, *, control: str = "budget_T", layer: int | None = None
+) -> dict[tuple[str, str, int], dict[str, list[np.ndarray]]]:
+    """{(model, component, layer): {"clean": [λ...], "stressed": [λ...]}} from the long table.
+
+    `layer` None keeps every layer; -1 means each model's last decoder layer. Spectra with no
+    positive eigenvalue (a one-row decode) are dropped: they carry no distribution.
+    """
+    sub = eigs[eigs["control"] == control]
+    if sub.empty:
+        raise WspecError(f"no eigenvalues under control {control!r}")
+    out: dict[tuple[str, str, int], dict[str, list[np.ndarray]]] = {}
+    for (model, component, lay), grp in sub.groupby(["model", "component", "layer"]):
+        last = int(sub.loc[sub["model"] == model, "layer"].max())
+        if layer is not None and int(lay) != (last if layer == -1 else layer):
+            continue
+        cell = out.setdefault((str(model), str(component), int(lay)), {})
+        for (_, family), stim in grp.groupby(["stimulus_id", "family"], sort=True):
+            lam = stim.sort_values("rank")["eigenvalue"].to_numpy(float)
+            if np.sum(lam > 0) == 0:
+                continue
+            group = stressed_group(str(family))
+            if group is not None:
+                cell.setdefault(group, []).append(lam)
+    return out
+
+
+def mean_spectra(
+    eigs: pd.DataFrame, *, control: str = "raw", n_modes: int = 30, layer: int | None = -1
+) -> pd.DataFrame:
+    """Mean normalised spectrum (share of variance per rank) per model/component/layer/group.
+
+    Each stimulus's top `n_modes` eigenvalues are divided by their sum (zeros beyond its rank,
+    `stats.normalized_spectrum`), then averaged over the group's stimuli. Columns model,
+    component, layer, group, rank, share, n (stimuli averaged).
+    """
+    rows = []
+    for (model, component, lay), groups in spectra_by_stimulus(
+        eigs, control=control, layer=layer
+    ).items():
+        for group, spectra in groups.items():
+            share = np.mean([normalized_spectrum(lam, K=n_modes) for lam in spectra], axis=0)
+            rows += [
+                {
+                    "model": model,
+                    "component": component,
+                    "layer": lay,
+                    "group": group,
+                    "rank": i + 1,
+                    "share": float(v),
+                    "n": len(spectra),
+                }
+                for i, v in enumerate(share)
+            ]
+    return pd.DataFrame(rows)
+
+
+def kl_table(
+    eigs: pd.DataFrame,
+    *,
+    control: str = "budget_T",
+    layer: int | None = None,
+    representation: str = "rank",
+    K: int = 10,
+    n_perm: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """`stats.spectral_kl_test` (KL(stressed ‖ clean), permutation null) per model/component/layer.
+
+    Holm-adjusted p-values across the returned rows (``p_adj``). Cells with fewer than two
+    spectra in a group are left out.
+    """
+    rows = []
+    for (model, component, lay), groups in spectra_by_stimulus(
+        eigs, control=control, layer=layer
+    ).items():
+        clean, stressed = groups.get("clean", []), groups.get("stressed", [])
+        if len(clean) < 2 or len(stressed) < 2:
+            continue
+        test = spectral_kl_test(
+            clean, stressed, representation=representation, K=K, n_perm=n_perm, seed=seed
+        )
+        rows.append(
+            {"model": model, "component": component, "layer": lay, "control": control}
+            | test.__dict__
+        )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_adj"] = adjust_pvalues(table["p_value"].to_numpy(float))
+    return table
+
+
+# --------------------------------------------------------------------------- Jacobian
+
+
+def pick_clips(
+    stimuli: pd.DataFrame, *, n_clean: int = 2, n_stressed: int = 2, max_s: float = MAX_CLIP_S
+) -> pd.DataFrame:
+    """A deterministic small subset: the first `n_clean` clean clips and `n_stressed` stressed
+    clips, one per family in `STRESS_ORDER` (then round-robin), all at most `max_s` long."""
+    ok = stimuli[stimuli["duration_s"] <= max_s]
+    clean = ok[ok["family"].isin(CLEAN_FAMILIES)].head(n_clean)
+    pools = [ok[ok["family"] == f] for f in STRESS_ORDER if (ok["family"] == f).any()]
+    chosen, depth = [], 0
+    while len(chosen) < n_stressed and any(len(p) > depth for p in pools):
+        chosen += [p.iloc[[depth]] for p in pools if len(p) > depth]
+        depth += 1
+    stressed = pd.concat(chosen).head(n_stressed) if chosen else ok.iloc[:0]
+    if len(clean) < min(n_clean, 1) or len(stressed) < min(n_stressed, 1):
+        raise WspecError("the stimulus set lacks clean or stressed clips under 30 s")
+    return pd.concat([clean, stressed], ignore_index=True)
+
+
+def jacobian_table(specs: Sequence[str], clips: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """`wspec.jacobian.measure_clips` for each model on the same clips (cached there).
+
+    `kwargs` go to measure_clips (steps, frames, n_probes, max_new_tokens, ...). The model
+    column holds the spec as given, so a run's name and its untrained twin line up.
+    """
+    from wspec.audio import read_audio
+    from wspec.jacobian import measure_clips
+    from wspec.models import load
+
+    audio = {str(r["id"]): (str(r["family"]), read_audio(r["path"])) for _, r in clips.iterrows()}
+    frames = []
+    for spec in specs:
+        table = measure_clips(load(spec), audio, **kwargs)
+        frames.append(table.assign(model=spec))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- prose
+
+
+def format_interval(
+    estimate: float, lo: float, hi: float, *, digits: int = 2, unit: str = "", sign: bool = True
+) -> str:
+    """Estimate and interval as "−3.21 % [−6.10, −0.40]", with true minus signs.
+
+    `sign` puts a "+" on positive values (for changes); turn it off for levels such as an
+    AUROC. A missing estimate gives "—".
+    """
+    if not np.isfinite(estimate):
+        return "—"
+
+    def num(x: float) -> str:
+        return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", "−")
+
+    unit = f" {unit}" if unit else ""
+    return f"{num(estimate)}{unit} [{num(lo)}, {num(hi)}]"
+
+
+def verdict_summary(
+    verdict, *, digits: int = 2, unit: str = "", sign: bool = True, reasons: bool = True
+) -> str:
+    """One clause per model of a `wspec.verdicts.Verdict`: "model: estimate [CI] → verdict",
+    followed by the rule's reason in parentheses when `reasons`.
+
+    Models outside the claim's scope do not appear; with none, the verdict's reason is given.
+    """
+    if not verdict.per_model:
+        return verdict.reason
+    parts = []
+    for mv in verdict.per_model:
+        interval = format_interval(
+            mv.estimate, mv.ci_low, mv.ci_high, digits=digits, unit=unit, sign=sign
+        )
+        why = f" ({mv.reason})" if reasons and mv.reason else ""
+        parts.append(f"`{mv.model}`: {interval} → *{mv.verdict}*{why}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- untrained control
+
+#: Decode cap for untrained models: they never choose end-of-text, so every decode would run
+#: to the pipeline's 224 tokens. The budget_T rows (the first T0) are identical under any cap
+#: because the decoder is causal; raw metrics of the untrained model then describe 48-token
+#: decodes.
+UNTRAINED_MAX_NEW_TOKENS = 48
+
+
+def decode_cap(model: str) -> int:
+    """Decode cap for recomputed spectra: UNTRAINED_MAX_NEW_TOKENS for untrained models (they
+    never stop), the pipeline's cap for trained ones."""
+    from wspec.pipeline import SpectralSettings
+
+    if model.startswith("random:"):
+        return UNTRAINED_MAX_NEW_TOKENS
+    return SpectralSettings().max_new_tokens
+
+
+def untrained_results(
+    model: str,
+    stimuli: pd.DataFrame,
+    set_name: str,
+    *,
+    max_new_tokens: int = UNTRAINED_MAX_NEW_TOKENS,
+    progress: bool = False,
+    cache: Path | None = None,
+) -> pd.DataFrame:
+    """Spectral results of `untrained_twin(model)` on `stimuli` through `wspec.pipeline`.
+
+    Same settings as the trained runs except the decode cap (see UNTRAINED_MAX_NEW_TOKENS);
+    per-stimulus results are cached by the pipeline (in `cache`, if given). The table is also
+    written to cache_dir("crossmodel", "untrained") (or `cache`) with its decodes beside it.
+    """
+    from wspec.pipeline import SpectralSettings, run_model
+
+    spec = untrained_twin(model)
+    settings = SpectralSettings(max_new_tokens=max_new_tokens)
+    folder = Path(cache) if cache is not None else cache_dir("crossmodel", "untrained")
+    out = folder / f"{_safe(spec)}__{_safe(set_name)}.parquet"
+    return run_model(
+        spec,
+        set_name,
+        out=out,
+        progress=progress,
+        manifest=stimuli,
+        settings=settings,
+        cache=cache,
+    )

@@ -1,0 +1,324 @@
+"""The design of the stress set and the build that writes it to the cache.
+
+A set is a list of `Spec`s (what to make, from which parameters and seed); `build_stimuli`
+turns each into a float32 WAV under `cache_dir("stimuli", set_name)/audio/<id>.wav`, skips
+files that already exist, and writes the manifest. Ids are derived from the parameters
+and seeds from the id (crc32), so the same design gives the same bytes on every run.
+
+Sets:
+  "default": 216 clips: 72 clean utterances (4 voices × 18), 44 non-speech clips, 60
+             speech-in-noise, 16 trailing-silence, 12 repeated-syllable and 12 reversed clips.
+  "ci":      30 clips (12 clean, 8 non-speech, 10 degraded) with the same ids as in
+             "default", for tests and the book's reduced mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.io import wavfile
+from tqdm.auto import tqdm
+
+from wspec.audio import SAMPLE_RATE, read_audio, write_audio
+from wspec.errors import WspecError
+from wspec.stimuli import degrade, nonspeech
+from wspec.stimuli.manifest import MANIFEST_NAME, params_json, save_manifest, set_dir, to_frame
+from wspec.stimuli.sentences import SENTENCES
+from wspec.stimuli.tts import synthesize
+
+VOICE_ORDER: tuple[str, ...] = ("piper_joe", "hibari_heart", "espeak_us", "espeak_gb_f")
+SNRS_DB: tuple[float, ...] = (20.0, 10.0, 5.0, 0.0, -5.0)
+NONSPEECH_LENGTHS_S: tuple[float, ...] = (1.0, 5.0, 10.0, 29.0, 31.0)
+SETS: tuple[str, ...] = ("default", "ci")
+
+AudioOf = Callable[[str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One stimulus to make: `make(audio_of)` returns 16 kHz float32 samples; `audio_of(id)`
+    gives an already-built stimulus of the same set (for derived families)."""
+
+    id: str
+    family: str
+    params: dict
+    transcript: str
+    make: Callable[[AudioOf], np.ndarray] = field(compare=False)
+    source_id: str = ""
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.id.encode())
+
+
+def _num(x: float) -> str:
+    """Id-safe number: 10 → '10', -5 → 'm5', 0.5 → '0p5'."""
+    s = f"{x:g}".replace("-", "m").replace(".", "p")
+    return s
+
+
+def clean_id(index: int) -> str:
+    return f"clean-{index:02d}-{VOICE_ORDER[index % len(VOICE_ORDER)]}"
+
+
+def clean_specs(indices: range) -> list[Spec]:
+    """Sentence i read by voice i mod 4 (18 sentences per voice in the full set)."""
+    specs = []
+    for i in indices:
+        voice = VOICE_ORDER[i % len(VOICE_ORDER)]
+        sid = clean_id(i)
+        text = SENTENCES[i]
+        seed = zlib.crc32(sid.encode())
+        specs.append(
+            Spec(
+                sid,
+                "clean",
+                {"voice": voice, "sentence": i},
+                text,
+                lambda _a, t=text, v=voice, s=seed: synthesize(t, v, seed=s),
+            )
+        )
+    return specs
+
+
+def _ns(kind: str, seconds: float, **params: float | str) -> Spec:
+    tag = "-".join(f"{_num(v) if isinstance(v, float | int) else v}" for v in params.values())
+    sid = f"nonspeech-{kind}{'-' + tag if tag else ''}-{_num(seconds)}s"
+    seed = zlib.crc32(sid.encode())
+    return Spec(
+        sid,
+        "nonspeech",
+        {"kind": kind, "seconds": seconds, **params},
+        "",
+        lambda _a: nonspeech.generate(kind, seconds, seed, **params),
+    )
+
+
+def nonspeech_specs(set_name: str) -> list[Spec]:
+    """Core kinds at every length straddling the 30 s window; the rest at 10 s (and a few
+    at 5/29 s) over their level or frequency range."""
+    if set_name == "ci":
+        return [
+            _ns("silence", 10.0),
+            _ns("silence", 31.0),
+            _ns("noise", 10.0, color="white", level_dbfs=-30.0),
+            _ns("noise", 10.0, color="pink", level_dbfs=-30.0),
+            _ns("hiss", 5.0, level_dbfs=-45.0),
+            _ns("hum", 10.0, mains_hz=50.0, level_dbfs=-30.0),
+            _ns("tone", 5.0, freq_hz=1000.0, level_dbfs=-20.0),
+            _ns("chords", 10.0, level_dbfs=-20.0),
+        ]
+    specs = []
+    for sec in NONSPEECH_LENGTHS_S:
+        specs += [
+            _ns("silence", sec),
+            _ns("noise", sec, color="white", level_dbfs=-30.0),
+            _ns("hum", sec, mains_hz=50.0, level_dbfs=-30.0),
+            _ns("chords", sec, level_dbfs=-20.0),
+        ]
+    specs += [_ns("dither", s) for s in (10.0, 29.0)]
+    specs += [_ns("hiss", 10.0, level_dbfs=lv) for lv in (-60.0, -45.0)]
+    specs += [_ns("hiss", 29.0, level_dbfs=-45.0), _ns("hiss", 5.0, level_dbfs=-45.0)]
+    specs += [_ns("hum", 10.0, mains_hz=60.0, level_dbfs=-30.0)]
+    specs += [_ns("noise", 10.0, color="white", level_dbfs=lv) for lv in (-40.0, -20.0)]
+    specs += [
+        _ns("noise", 10.0, color=c, level_dbfs=lv)
+        for c in ("pink", "brown")
+        for lv in (-40.0, -30.0, -20.0)
+    ]
+    specs += [_ns("noise", s, color="pink", level_dbfs=-30.0) for s in (5.0, 29.0)]
+    specs += [_ns("tone", 10.0, freq_hz=f, level_dbfs=-20.0) for f in (440.0, 1000.0)]
+    specs += [_ns("tone", 5.0, freq_hz=1000.0, level_dbfs=-20.0)]
+    specs += [_ns("chirp", s, f0_hz=100.0, f1_hz=6000.0, level_dbfs=-20.0) for s in (5.0, 10.0)]
+    specs += [_ns("clicks", 10.0, rate_hz=r, peak=0.5) for r in (2.0, 10.0)]
+    return specs
+
+
+def _derived(family: str, src: str, tag: str, params: dict, transcript: str, fn) -> Spec:
+    sid = f"{family}-{src.removeprefix('clean-')}-{tag}"
+    seed = zlib.crc32(sid.encode())
+    return Spec(
+        sid,
+        family,
+        {"source": src, **params},
+        transcript,
+        lambda audio_of: fn(audio_of(src), seed),
+        source_id=src,
+    )
+
+
+SYLLABLES: tuple[tuple[str, str], ...] = (
+    ("go", "piper_joe"),
+    ("no", "hibari_heart"),
+    ("me", "espeak_us"),
+)
+
+
+def _syllable_spec(word: str, voice: str, rate: float, seconds: float = 6.0) -> Spec:
+    count = int(round(seconds * rate))
+    sid = f"repeated_syllables-{word}-{voice}-{_num(rate)}hz"
+    return Spec(
+        sid,
+        "repeated_syllables",
+        {"syllable": word, "voice": voice, "rate_hz": rate, "count": count},
+        " ".join([word] * count),
+        lambda _a: degrade.repeat_syllable(synthesize(f"{word}.", voice, seed=0), rate, count),
+    )
+
+
+def degraded_specs(set_name: str) -> list[Spec]:
+    """Degradations of the first clean utterances (3 per voice in the full set)."""
+    ci = set_name == "ci"
+    sources = [clean_id(i) for i in range(2 if ci else 12)]
+    snrs = (10.0, -5.0) if ci else SNRS_DB
+    totals = (28.0,) if ci else (15.0, 28.0)
+    specs = []
+    for k, src in enumerate(sources):
+        color = "white" if k % 2 == 0 else "pink"
+        for snr in snrs:
+            specs.append(
+                _derived(
+                    "noisy_snr",
+                    src,
+                    f"{color}-{_num(snr)}db",
+                    {"snr_db": snr, "color": color},
+                    "",
+                    lambda x, seed, snr=snr, color=color: degrade.noisy(x, snr, color, seed),
+                )
+            )
+    for src in sources[: 2 if ci else 8]:
+        for total in totals:
+            specs.append(
+                _derived(
+                    "trailing_silence",
+                    src,
+                    f"{_num(total)}s",
+                    {"total_s": total},
+                    "",
+                    lambda x, _s, total=total: degrade.trailing_silence(x, total),
+                )
+            )
+    for src in sources:
+        specs.append(
+            _derived("reversed", src, "rev", {}, "", lambda x, _s: degrade.reversed_speech(x))
+        )
+    rates = (3.0, 9.0) if ci else (3.0, 5.0, 7.0, 9.0)
+    for j, (word, voice) in enumerate(SYLLABLES[: 2 if ci else 3]):
+        chosen = (rates[j],) if ci else rates
+        specs += [_syllable_spec(word, voice, r) for r in chosen]
+    return specs
+
+
+def design(set_name: str) -> list[Spec]:
+    """Every stimulus of a set, clean utterances first (derived ones read them back)."""
+    if set_name not in SETS:
+        raise WspecError(f"unknown stimulus set {set_name!r}; choose one of {', '.join(SETS)}.")
+    clean = clean_specs(range(12) if set_name == "ci" else range(len(SENTENCES)))
+    specs = clean + nonspeech_specs(set_name) + degraded_specs(set_name)
+    # Derived families keep the source's transcript (speech in noise, trailing silence);
+    # reversed speech has no words, so its transcript stays empty.
+    text = {s.id: s.transcript for s in clean}
+    keep = {"noisy_snr", "trailing_silence"}
+    return [
+        Spec(s.id, s.family, s.params, text[s.source_id], s.make, s.source_id)
+        if s.family in keep
+        else s
+        for s in specs
+    ]
+
+
+def _tqdm_kwargs(progress: bool) -> dict:
+    # Passing disable=False explicitly would override the TQDM_DISABLE environment variable.
+    return {} if progress else {"disable": True}
+
+
+def _read_exact(path: Path) -> np.ndarray:
+    _, audio = wavfile.read(path)
+    return np.asarray(audio, dtype=np.float32)
+
+
+def build_specs(
+    specs: list[Spec], root: Path, *, progress: bool = True, desc: str = "stimuli"
+) -> pd.DataFrame:
+    """Make each spec's WAV under root/audio (skipping existing files) and return the manifest."""
+    audio_dir = root / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    path_of = {s.id: audio_dir / f"{s.id}.wav" for s in specs}
+    if len(path_of) != len(specs):
+        raise WspecError("stimulus ids are not unique; this is a bug in the set design.")
+    rows = []
+    for spec in tqdm(specs, desc=desc, unit="clip", **_tqdm_kwargs(progress)):
+        path = path_of[spec.id]
+        if path.is_file():
+            data = path.read_bytes()
+            n = _read_exact(path).size
+        else:
+            audio = spec.make(lambda sid: _read_exact(path_of[sid]))
+            data = write_audio(path, audio)
+            n = audio.size
+        rows.append(
+            {
+                "id": spec.id,
+                "family": spec.family,
+                "params": params_json(spec.params),
+                "seed": spec.seed,
+                "duration_s": n / SAMPLE_RATE,
+                "transcript": spec.transcript,
+                "source_id": spec.source_id,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "path": str(path),
+            }
+        )
+    return to_frame(rows)
+
+
+def build_stimuli(
+    set_name: str = "default", cache: Path | None = None, progress: bool = True
+) -> pd.DataFrame:
+    """Build (or complete) a stimulus set and return its manifest.
+
+    `cache` overrides the set's folder (default `cache_dir("stimuli", set_name)`).
+    """
+    specs = design(set_name)
+    root = Path(cache) if cache is not None else set_dir(set_name)
+    df = build_specs(specs, root, progress=progress, desc=f"stimuli[{set_name}]")
+    save_manifest(df, root / MANIFEST_NAME)
+    return df
+
+
+def add_user_folder(folder: Path, set_name: str = "user", progress: bool = True) -> pd.DataFrame:
+    """Make a set from a folder of `<name>.wav` (or any soundfile format) + `<name>.txt`.
+
+    Each file is read with `read_audio` (16 kHz mono, ≤ 30 s), stored as float32 WAV, and
+    gets family "user" with the text file's content as transcript (e.g. LibriSpeech).
+    """
+    folder = Path(folder)
+    audio_files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}
+    )
+    if not audio_files:
+        raise WspecError(f"no .wav/.flac/.ogg files in {folder}; put audio + .txt pairs there.")
+    specs = []
+    for p in audio_files:
+        txt = p.with_suffix(".txt")
+        if not txt.is_file():
+            raise WspecError(f"{p.name} has no transcript; add {txt.name} beside it.")
+        specs.append(
+            Spec(
+                f"user-{p.stem}",
+                "user",
+                {"file": p.name},
+                " ".join(txt.read_text(encoding="utf-8").split()),
+                lambda _a, p=p: read_audio(p),
+            )
+        )
+    root = set_dir(set_name)
+    df = build_specs(specs, root, progress=progress, desc=f"stimuli[{set_name}]")
+    save_manifest(df, root / MANIFEST_NAME)
+    return df
