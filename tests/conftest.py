@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +41,28 @@ def base():
     from wspec.models import load
 
     return load("base", device="cpu")
+
+
+def write_clip(cid: str, family: str, text: str, audio: np.ndarray, folder: Path) -> dict:
+    """Write `audio` as a WAV under `folder` and return its manifest row (wspec's contract)."""
+    from wspec.audio import write_audio
+
+    path = folder / f"{cid}.wav"
+    data = write_audio(path, audio)
+    return {
+        "id": cid,
+        "family": family,
+        "params": "{}",
+        "seed": 0,
+        "duration_s": len(audio) / 16000,
+        "transcript": text,
+        "source_id": "",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "path": str(path),
+    }
+
+
+@pytest.fixture(scope="session")
+def clip_row() -> Callable[..., dict]:
+    """`write_clip`, for module-scoped fixtures that assemble a small manifest."""
+    return write_clip

@@ -5,7 +5,6 @@ answer is known by construction for the selection logic."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from wspec import crossmodel as xm
-from wspec.audio import read_audio, write_audio
+from wspec.audio import read_audio
 from wspec.capture import ActivationCapture, encoder_frames
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
@@ -31,24 +30,8 @@ def _tiny():
     return load("tiny.en", device="cpu")
 
 
-def _row(cid: str, family: str, text: str, audio: np.ndarray, folder) -> dict:
-    path = folder / f"{cid}.wav"
-    data = write_audio(path, audio)
-    return {
-        "id": cid,
-        "family": family,
-        "params": "{}",
-        "seed": 0,
-        "duration_s": len(audio) / 16000,
-        "transcript": text,
-        "source_id": "",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "path": str(path),
-    }
-
-
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> pd.DataFrame:
+def manifest(tmp_path_factory, clip_row) -> pd.DataFrame:
     """Two spoken sentences and two silent clips (tiny.en writes " you" on silence)."""
     folder = tmp_path_factory.mktemp("clips")
     sentences = {
@@ -56,12 +39,12 @@ def manifest(tmp_path_factory) -> pd.DataFrame:
         "speech-b": "She painted the old fence a bright shade of blue last summer.",
     }
     rows = [
-        _row(cid, "clean", text, synthesize(text, "espeak_us"), folder)
+        clip_row(cid, "clean", text, synthesize(text, "espeak_us"), folder)
         for cid, text in sentences.items()
     ]
     for seconds in (3, 4):
         silence = np.zeros(seconds * 16000, np.float32)
-        rows.append(_row(f"silence-{seconds}", "nonspeech", "", silence, folder))
+        rows.append(clip_row(f"silence-{seconds}", "nonspeech", "", silence, folder))
     return pd.DataFrame(rows)
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from wspec import pipeline
-from wspec.audio import write_audio
 from wspec.capture import all_sites
 from wspec.cli import build_parser
 from wspec.errors import WspecError
@@ -27,7 +25,7 @@ def _tiny():
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> pd.DataFrame:
+def manifest(tmp_path_factory, clip_row) -> pd.DataFrame:
     """Four real clips: silence (tiny.en says " you"), noise, and two spoken sentences."""
     folder = tmp_path_factory.mktemp("clips")
     rng = np.random.default_rng(0)
@@ -40,21 +38,7 @@ def manifest(tmp_path_factory) -> pd.DataFrame:
     rows = []
     for cid, (family, text, audio) in clips.items():
         audio = synthesize(text, "espeak_us") if audio is None else audio
-        path = folder / f"{cid}.wav"
-        data = write_audio(path, audio)
-        rows.append(
-            {
-                "id": cid,
-                "family": family,
-                "params": "{}",
-                "seed": 0,
-                "duration_s": len(audio) / 16000,
-                "transcript": text,
-                "source_id": "",
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "path": str(path),
-            }
-        )
+        rows.append(clip_row(cid, family, text, audio, folder))
     return pd.DataFrame(rows)
 
 

@@ -1,10 +1,13 @@
-"""How the book shows DataFrames: with a Markdown twin, so the PDF gets real tables.
+"""How the book shows tables and cross-page values in both HTML and the PDF.
 
 A DataFrame offers HTML (for the web pages) and plain text. The LaTeX builder cannot use the
 HTML, so without help every table in the PDF is a monospaced `repr` that wraps mid-row. A
 Markdown pipe table is parsed by MyST into an ordinary docutils table, which Sphinx typesets
 as a LaTeX table. `register()` adds that Markdown representation to every DataFrame shown in
 a kernel; `_config.yml` ranks it above plain text for LaTeX only, so HTML keeps pandas' tables.
+
+Values glued for *other* pages (`{glue:text}`results.md::key``) travel as text/plain only,
+and a glued `str` arrives with its quotes; `Plain` carries the bare text.
 """
 
 from __future__ import annotations
@@ -63,3 +66,18 @@ def register() -> None:
     if shell is None:
         return
     shell.display_formatter.formatters["text/markdown"].for_type(pd.DataFrame, to_markdown)
+
+
+class Plain:
+    """Text whose plain representation is the text itself, for cross-page `glue:text`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def unmarked(markdown: str) -> Plain:
+    """`markdown` without emphasis and code marks, for a text-only cross-page glue."""
+    return Plain(re.sub(r"[`*]", "", markdown))

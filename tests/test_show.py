@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from markdown_it import MarkdownIt
 
-from wspec.frames import to_markdown
+from wspec.show import to_markdown
 
 
 def _cells(markdown: str) -> list[list[str]]:
@@ -56,3 +56,16 @@ def test_named_and_multi_indexes_become_columns():
 def test_range_index_is_not_shown():
     rows = _cells(to_markdown(pd.DataFrame({"a": [1, 2]})))
     assert rows == [["a"], ["1"], ["2"]]
+
+
+def test_plain_text_has_no_quotes_or_marks():
+    from IPython.core.formatters import PlainTextFormatter
+
+    from wspec.show import Plain, unmarked
+
+    fmt = PlainTextFormatter()
+    assert fmt(Plain("not confirmed")) == "not confirmed"
+    assert fmt("not confirmed") == "'not confirmed'"  # why Plain exists
+    assert unmarked("`tiny.en`: −39.5 % [−55.7, −23.1] → *confirmed*").text == (
+        "tiny.en: −39.5 % [−55.7, −23.1] → confirmed"
+    )
