@@ -11,6 +11,7 @@ Checks, each failure listed in the report (exit status 1 if any):
   HTML page;
 * every <img> a page references exists on disk;
 * no code-cell output contains a Python traceback or an ``...Error:`` line;
+* no MyST role (``{glue:...}``, ``{doc}``, ...) reached the text unrendered;
 * _build/latex/wspec.pdf exists, is a PDF and is not trivially small (glyphs its fonts lack,
   e.g. Korean in a random model's transcript, are reported as a warning);
 * each page opened in headless Chromium (the Debian package) finishes loading with every image
@@ -34,6 +35,9 @@ from pathlib import Path
 
 MIN_PDF_BYTES = 50_000
 BROWSER_TIMEOUT_S = 60
+# A MyST role that reached the page as text: a glue key or reference the build did not resolve.
+# A backtick in rendered prose is markup that failed to parse (e.g. a role inside a code span).
+RAW_ROLE = re.compile(r"\{(glue(:\w+)?|doc|ref|numref|eq|cite(:\w+)?)\}`|`")
 ERROR_LINE = re.compile(r"^\s*(Traceback \(most recent call last\)|\w*(Error|Exception): )", re.M)
 PROBE = """
 <script>
@@ -60,15 +64,20 @@ PROBE = """
 """
 
 
+_CODE_TAGS = ("code", "pre", "script", "style")
+
+
 class _Page(html.parser.HTMLParser):
-    """Images and code-cell output text of one HTML page."""
+    """Images, code-cell output text and prose text (outside code) of one HTML page."""
 
     def __init__(self) -> None:
         super().__init__()
         self.images: list[str] = []
         self.output_text: list[str] = []
+        self.prose_text: list[str] = []
         self._depth = 0  # >0 while inside a cell output
         self._stack: list[bool] = []
+        self._code = 0  # >0 inside code, pre, script or style, where role syntax may be shown
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -76,6 +85,7 @@ class _Page(html.parser.HTMLParser):
             self.images.append(a["src"] or "")
         if tag in ("br", "img", "meta", "link", "input", "hr"):
             return
+        self._code += tag in _CODE_TAGS
         classes = (a.get("class") or "").split()
         is_output = "cell_output" in classes or "output" in classes
         self._stack.append(is_output)
@@ -84,11 +94,14 @@ class _Page(html.parser.HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in ("br", "img", "meta", "link", "input", "hr") or not self._stack:
             return
+        self._code -= tag in _CODE_TAGS
         self._depth -= self._stack.pop()
 
     def handle_data(self, data: str) -> None:
         if self._depth > 0:
             self.output_text.append(data)
+        elif self._code == 0:
+            self.prose_text.append(data)
 
 
 def expected_pages(root: Path) -> list[str]:
@@ -127,6 +140,11 @@ def check_static(html_dir: Path, docnames: list[str]) -> tuple[list[str], list[P
         hit = ERROR_LINE.search("".join(parser.output_text))
         if hit:
             problems.append(f"{doc}: a cell output contains {hit.group(0).strip()!r}")
+        raw = RAW_ROLE.search("".join(parser.prose_text))
+        if raw:
+            at = raw.start()
+            context = "".join(parser.prose_text)[max(0, at - 40) : at + 40].replace("\n", " ")
+            problems.append(f"{doc}: unrendered MyST markup in the text: ...{context}...")
     return problems, found
 
 

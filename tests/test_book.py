@@ -224,3 +224,76 @@ def test_strict_build_fails_on_a_failing_cell(tmp_path: Path) -> None:
     done = _build(root)
     assert done.returncode != 0
     assert "chapter is broken" in done.stdout + done.stderr
+
+
+def _check_book_module():
+    """scripts/check_book.py, imported from its path (it is a script, not a package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_book", REPO / "scripts" / "check_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VERDICT_PAGE = (
+    HEADER
+    + """
+# Verdicts
+
+```{code-cell} ipython3
+from myst_nb import glue
+from wspec import show
+glue("verdict_C1", show.Plain("not confirmed"), display=False)
+glue("verdict_C1_reason", show.unmarked("`tiny.en`: *not confirmed*"), display=False)
+```
+"""
+)
+
+
+@pytest.mark.slow
+def test_cross_page_verdicts_arrive_bare_and_check_book_flags_raw_roles(tmp_path: Path) -> None:
+    intro = GOOD_PAGE + (
+        "\n| claim | verdict | why |\n| --- | --- | --- |\n"
+        "| C1 | {glue:text}`verdicts.md::verdict_C1:s` "
+        "| {glue:text}`verdicts.md::verdict_C1_reason:s` |\n"
+    )
+    broken = HEADER + "\n# Broken\n\nThe set `{glue:text}`some_key``.\n"
+    root = _mini_book(tmp_path, {"intro": intro, "verdicts": VERDICT_PAGE, "broken": broken})
+    done = _build(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert ">not confirmed<" in html and "'not confirmed'" not in html
+    assert "tiny.en: not confirmed" in html
+    check_book = _check_book_module()
+    problems, found = check_book.check_static(
+        root / "_build" / "html", ["book/intro", "book/verdicts", "book/broken"]
+    )
+    assert len(found) == 3
+    assert len(problems) == 1 and problems[0].startswith("book/broken: unrendered MyST markup")
+
+
+@pytest.mark.slow
+def test_dataframes_reach_latex_as_real_tables(tmp_path: Path) -> None:
+    page = (
+        HEADER
+        + """
+# Tables
+
+```{code-cell} ipython3
+import pandas as pd
+from wspec import show
+show.register()
+pd.DataFrame({"component": ["dec_cross_attn"], "cell": ["-39.47%* [-55.66, -23.14]"]})
+```
+"""
+    )
+    root = _mini_book(tmp_path, {"intro": page})
+    done = subprocess.run(
+        book.jupyter_book_command(root, "latex"), cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tex = next((root / "_build" / "latex").glob("*.tex")).read_text()
+    assert "\\begin{tabulary}" in tex or "\\begin{longtable}" in tex
+    assert "dec\\_cross\\_attn" in tex
+    assert "Verbatim" not in tex.split("dec\\_cross\\_attn")[0].rsplit("\\begin{", 1)[-1]
