@@ -102,3 +102,31 @@ def test_length_bias_grows_with_rows_on_pure_noise() -> None:
     assert all(v <= n - 1 + 1e-9 for n, v in bias.items())
     assert values[0] < values[1] < values[2]
     assert bias == assignments.length_bias(n_rows=(4, 16, 64), d=64, draws=10, seed=1)
+
+
+def matched_effective_rank(x, t0, subsets=8, seed=0):
+    """A correct length control: mean effective rank over random subsets of t0 rows."""
+    if len(x) < t0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    return float(
+        np.mean(
+            [
+                effective_rank(gram_eigenvalues(x[rng.choice(len(x), t0, replace=False)]))
+                for _ in range(subsets)
+            ]
+        )
+    )
+
+
+def test_length_control_checker_accepts_matched_rows_and_rejects_raw_rank(capsys):
+    assert assignments.check_length_control(matched_effective_rank).passed
+    raw = assignments.check_length_control(lambda x, t0: effective_rank(gram_eigenvalues(x)))
+    assert not raw.passed
+    # the raw metric agrees at exactly t0 rows and fails every longer or shorter case
+    assert [c.ok for c in raw.cases] == [True, False, False, False, False]
+    first_rows = assignments.check_length_control(
+        lambda x, t0: effective_rank(gram_eigenvalues(x[:t0])) if len(x) >= t0 else np.nan
+    )
+    assert first_rows.passed  # the first t0 rows are also a valid (budget-style) control
+    assert "sequence-length control: FAIL" in capsys.readouterr().out

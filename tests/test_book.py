@@ -297,3 +297,13 @@ pd.DataFrame({"component": ["dec_cross_attn"], "cell": ["-39.47%* [-55.66, -23.1
     assert "\\begin{tabulary}" in tex or "\\begin{longtable}" in tex
     assert "dec\\_cross\\_attn" in tex
     assert "Verbatim" not in tex.split("dec\\_cross\\_attn")[0].rsplit("\\begin{", 1)[-1]
+
+
+def test_book_env_is_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = book.book_env()
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["TQDM_DISABLE"] == "1"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    env = book.book_env()
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "0"

@@ -45,8 +45,8 @@ DEFAULT_MODELS: tuple[str, ...] = ("tiny.en", "base")
 KERNEL = "python3"
 PDF_NAME = "wspec.pdf"
 # Environment of every kernel and of the Sphinx builds: no progress bars (their ANSI escapes
-# break LaTeX), never touch the model hub.
-BOOK_ENV = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# break LaTeX).
+BOOK_ENV = {"TQDM_DISABLE": "1"}
 _MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "output/chtml.js", "a11y", "ui")
 
 
@@ -99,6 +99,14 @@ def run_key(chapter_text: str, parameters: dict, code_hash: str) -> str:
         {"chapter": chapter_text, "parameters": parameters, "code": code_hash}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def book_env() -> dict[str, str]:
+    """BOOK_ENV plus the hub setting: offline unless the caller's environment says
+    HF_HUB_OFFLINE=0, so a machine with hub access can fetch a checkpoint it has not cached
+    while the default build never waits on a network it does not have."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "1")
+    return {**BOOK_ENV, "HF_HUB_OFFLINE": offline, "TRANSFORMERS_OFFLINE": offline}
 
 
 # --- papermill ---------------------------------------------------------------------------------
@@ -177,7 +185,7 @@ def execute_run(
     partial = folder / f".run-{os.getpid()}.ipynb"
     start = time.perf_counter()
     try:
-        with _environ(BOOK_ENV):
+        with _environ(book_env()):
             papermill.execute_notebook(
                 nb,
                 str(partial),
@@ -425,7 +433,7 @@ def jupyter_book_command(root: Path, builder: str) -> list[str]:
 def run_build(root: Path, builder: str) -> float:
     """One strict Sphinx build (fresh doctrees: HTML and LaTeX must not share them)."""
     shutil.rmtree(root / "_build" / ".doctrees", ignore_errors=True)
-    env = {**os.environ, **BOOK_ENV, "WSPEC_BOOK_ROOT": str(root)}
+    env = {**os.environ, **book_env(), "WSPEC_BOOK_ROOT": str(root)}
     start = time.perf_counter()
     done = subprocess.run(jupyter_book_command(root, builder), cwd=root, env=env)
     if done.returncode != 0:
