@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 import pandas as pd
@@ -23,16 +22,13 @@ def _read_results(paths: list[str]) -> pd.DataFrame:
 def _pipeline_results(models: list[str], set_name: str) -> pd.DataFrame:
     """Results of `wspec run` for each model: `run_model` assembles them from its per-stimulus
     cache (computing only what is missing, so a prior `wspec run` makes this a lookup)."""
-    try:
-        pipeline = importlib.import_module("wspec.pipeline")
-    except ImportError as err:
-        raise WspecError(
-            f"wspec.pipeline is not importable ({err}); pass --results FILE.parquet instead"
-        ) from err
+    from wspec import pipeline
+
     return pd.concat([pipeline.run_model(m, set_name) for m in models], ignore_index=True)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from wspec.crossmodel import table1_control
     from wspec.table import format_table, table1
 
     if args.results:
@@ -41,9 +37,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = _pipeline_results(args.models or ["tiny.en", "base"], args.set)
         models = None  # the pipeline names models canonically; show every one it returned
+    control = table1_control(results) if args.control == "auto" else args.control
     table = table1(
         results,
-        control=args.control,
+        control=control,
         K=args.K,
         stress_families=args.family,
         models=models,
@@ -54,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     print(format_table(table, args.format))
     families = ", ".join(args.family) if args.family else "all stress families (pooled)"
     print(
-        f"\nK={args.K}, control={args.control}, stressed = {families}; layer mean per stimulus; "
+        f"\nK={args.K}, control={control}, stressed = {families}; layer mean per stimulus; "
         f"{args.ci_method} bootstrap 95% CI over stimuli (n_boot={args.n_boot}, "
         f"seed={args.seed}); * = Holm-adjusted permutation p < 0.05."
     )
@@ -72,7 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", nargs="+", help="models to show (default: tiny.en base)")
     parser.add_argument("--results", nargs="+", help="results parquet file(s) from `wspec run`")
     parser.add_argument("--set", default="default", help="stimulus set name (default: default)")
-    parser.add_argument("--control", default="matched_T", help="sequence-length control")
+    parser.add_argument(
+        "--control",
+        default="auto",
+        help="sequence-length control: budget_T, matched_T, null_ratio/null_diff or raw "
+        "(default auto: budget_T when the results have it, else matched_T, as in the book)",
+    )
     parser.add_argument("--K", type=int, default=10, help="number of dominant modes (default 10)")
     parser.add_argument("--family", nargs="+", help="stress families to pool (default: all)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
