@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -153,6 +158,66 @@ def test_interrupted_run_resumes_and_recomputes_only_missing(
     calls.clear()
     pipeline.run_model("tiny.en", "test", **kwargs)
     assert calls == []  # everything cached
+
+
+KILLED_RUN = """
+import sys
+import pandas as pd
+from wspec import pipeline
+pipeline.run_model(
+    "tiny.en", "test", out=sys.argv[2], progress=False, manifest=pd.read_parquet(sys.argv[1]),
+    settings=pipeline.SpectralSettings(max_new_tokens=64), cache=sys.argv[3],
+)
+"""
+
+
+def test_run_killed_with_sigkill_resumes(manifest, full_run, tmp_path, monkeypatch) -> None:
+    """A real `kill -9` (no cleanup code runs) as soon as the first stimulus is cached: the
+    rerun computes only the rest and gives the uninterrupted run's numbers bit for bit."""
+    assert pipeline.SpectralSettings(max_new_tokens=64) == SETTINGS  # the script's settings
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_RUN,
+            str(tmp_path / "manifest.parquet"),
+            str(tmp_path / "killed.parquet"),
+            str(cache),
+        ],
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while not list(cache.rglob("*.parquet")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run cached nothing within 300 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = list(cache.rglob("*.parquet"))
+    assert 1 <= len(done) < len(manifest), "killed too late to test resuming"
+    assert not (tmp_path / "killed.parquet").exists()
+
+    real = pipeline._analyse_stimulus
+    calls: list[str] = []
+
+    def counting(loaded, capture, stim, settings):
+        calls.append(stim["id"])
+        return real(loaded, capture, stim, settings)
+
+    monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
+    resumed = pipeline.run_model(
+        "tiny.en",
+        "test",
+        out=tmp_path / "t.parquet",
+        progress=False,
+        manifest=manifest,
+        settings=SETTINGS,
+        loaded=_tiny(),
+        cache=cache,
+    )
+    assert len(calls) == len(manifest) - len(done)
+    pd.testing.assert_frame_equal(resumed, full_run)
 
 
 def test_cache_key_depends_on_what_changes_the_numbers() -> None:
