@@ -7,8 +7,9 @@ For each clip, in turn: (a) read + greedy-decode it bare, as a user transcribing
 control makes short decodes longer); (c) the full pipeline on it (capture hooks, eigen-solves,
 metrics under all controls, atomic parquet write) into a fresh temporary result cache, so
 nothing is skipped.  Interleaving makes machine load hit all three alike.  The headline
-ratio is (c)/(a), the whole cost of measuring; (c)/(b) isolates hooks and metrics.  Gaussian-null expectations depend only on matrix shape and are cached
-per machine under cache_dir("nulls"); the script reports how many it had to compute.
+ratio is (c)/(a), the whole cost of measuring; (c)/(b) isolates hooks and metrics.
+Gaussian-null expectations depend only on matrix shape and are cached per machine under
+cache_dir("nulls"); the script reports how many it had to compute.
 Target: ratio ≤ 1.25.
 """
 
