@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.wspec-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-DEBS := espeak-ng sox chromium texlive-xetex texlive-latex-extra texlive-fonts-recommended \
-        texlive-fonts-extra latexmk fonts-freefont-otf
+# python3-venv: Debian's python3 cannot make a virtual environment without it.
+DEBS := python3 python3-venv espeak-ng sox chromium texlive-xetex texlive-latex-extra \
+        texlive-fonts-recommended texlive-fonts-extra latexmk fonts-freefont-otf
 MODELS ?= tiny.en base
 export HF_HUB_OFFLINE ?= 1
 export TQDM_DISABLE ?= $(if $(CI),1,)

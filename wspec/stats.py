@@ -40,7 +40,8 @@ from wspec.paper import COMPONENT_LABELS, METRIC_LABELS
 
 #: ``layer`` value of a cell aggregated over layers (mean over layers per stimulus).
 LAYER_MEAN = -1
-CLEAN_FAMILIES: tuple[str, ...] = ("clean",)
+#: Speech with a reference transcript: the synthesized sentences and a user's own recordings.
+CLEAN_FAMILIES: tuple[str, ...] = ("clean", "user")
 #: Families that are controls, not stress: excluded from the default stressed group.
 CONTROL_FAMILIES: tuple[str, ...] = ("gauss_control",)
 TABLE1_COMPONENTS: tuple[str, ...] = tuple(COMPONENT_LABELS)

@@ -8,16 +8,19 @@ from pathlib import Path
 
 
 def _build(args: argparse.Namespace) -> int:
-    from wspec.stimuli import add_user_folder, build_stimuli, set_dir
+    from wspec.stimuli import add_user_folder, build_stimuli, manifest_hash, set_dir
 
     start = time.perf_counter()
     if args.user_dir:
-        df = add_user_folder(Path(args.user_dir), set_name=args.set)
+        name = args.set or "user"
+        df = add_user_folder(Path(args.user_dir), set_name=name)
     else:
-        df = build_stimuli(args.set)
+        name = args.set or "default"
+        df = build_stimuli(name)
     print(
-        f"[wspec stimuli] set {args.set!r}: {len(df)} clips, {df.duration_s.sum() / 60:.1f} min "
-        f"of audio in {set_dir(args.set)} ({time.perf_counter() - start:.0f} s)"
+        f"[wspec stimuli] set {name!r}: {len(df)} clips, {df.duration_s.sum() / 60:.1f} min "
+        f"of audio in {set_dir(name)} ({time.perf_counter() - start:.0f} s); "
+        f"manifest hash {manifest_hash(df)[:16]}"
     )
     return 0
 
@@ -70,10 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     b = verbs.add_parser("build", help="build (or complete) a stimulus set in the cache")
-    b.add_argument("--set", default="default", help="'default' (full), 'ci' (small) or a name")
+    b.add_argument(
+        "--set",
+        default=None,
+        help="'default' (full, the default) or 'ci' (small); with --user-dir, the name of "
+        "your set (default 'user')",
+    )
     b.add_argument(
         "--user-dir",
-        help="instead: make set --set from a folder of audio files with .txt transcripts",
+        help="instead: make a set from a folder of audio files with .txt transcripts "
+        "(they count as clean speech)",
     )
     b.set_defaults(func=_build)
 

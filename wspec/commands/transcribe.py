@@ -23,11 +23,13 @@ def _files(loaded, paths: list[str]) -> None:
 
 def _set(loaded, args: argparse.Namespace) -> None:
     from wspec.labels import label_stimuli, summarize
+    from wspec.paths import atomic_path
     from wspec.stimuli import load_manifest
 
     labels = label_stimuli(loaded, load_manifest(args.set))
     if args.out:
-        labels.to_csv(args.out, index=False)
+        with atomic_path(args.out) as tmp:  # an interrupted write leaves no half CSV
+            labels.to_csv(tmp, index=False)
         print(f"[wspec transcribe] labels written to {args.out}")
     else:
         cols = ["stimulus_id", "wer", "hallucinated", "hallucinated_gated", "text"]

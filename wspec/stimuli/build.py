@@ -296,8 +296,15 @@ def add_user_folder(folder: Path, set_name: str = "user", progress: bool = True)
     """Make a set from a folder of `<name>.wav` (or any soundfile format) + `<name>.txt`.
 
     Each file is read with `read_audio` (16 kHz mono, ≤ 30 s), stored as float32 WAV, and
-    gets family "user" with the text file's content as transcript (e.g. LibriSpeech).
+    gets family "user" with the text file's content as transcript (e.g. LibriSpeech); the
+    statistics count "user" clips as clean speech. The built-in set names are refused, so a
+    user folder can never replace the book's stimuli.
     """
+    if set_name in SETS:
+        raise WspecError(
+            f"{set_name!r} is a built-in stimulus set; give your folder its own name, "
+            "e.g. --set user."
+        )
     folder = Path(folder)
     audio_files = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in {".wav", ".flac", ".ogg"}
