@@ -286,6 +286,12 @@ from wspec import show
 show.register()
 pd.DataFrame({"component": ["dec_cross_attn"], "cell": ["-39.47%* [-55.66, -23.14]"]})
 ```
+
+A table with no rows (a speech-only AUROC table in a small build) must not stop the PDF:
+
+```{code-cell} ipython3
+pd.DataFrame(columns=["model", "auroc"])
+```
 """
     )
     root = _mini_book(tmp_path, {"intro": page})
@@ -297,6 +303,7 @@ pd.DataFrame({"component": ["dec_cross_attn"], "cell": ["-39.47%* [-55.66, -23.1
     assert "\\begin{tabulary}" in tex or "\\begin{longtable}" in tex
     assert "dec\\_cross\\_attn" in tex
     assert "Verbatim" not in tex.split("dec\\_cross\\_attn")[0].rsplit("\\begin{", 1)[-1]
+    assert "no rows in this build" in tex
 
 
 def test_book_env_is_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:

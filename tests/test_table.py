@@ -107,6 +107,22 @@ def test_delta_table_pairs_by_source_and_splits_families(results: pd.DataFrame) 
     assert noisy["estimate"] == pytest.approx(100 * (noisy_mean - clean) / clean, rel=1e-9)
 
 
+def test_delta_table_omits_a_family_with_one_paired_source(results: pd.DataFrame) -> None:
+    """Several stressed versions of a single sentence are one bootstrap unit: no interval.
+
+    This is the book's CI case of a model attacked on one sentence only; the family must be
+    left out of the table, not crash it or get an interval of zero width.
+    """
+    one_source = results[~results["family"].eq("noisy_snr") | results["source_id"].eq("c0")]
+    deltas = stats.delta_table(one_source, by_family=True, n_boot=200, n_perm=200)
+    assert set(deltas["family"]) == {"nonspeech"}
+    two_sources = results[
+        ~results["family"].eq("noisy_snr") | results["source_id"].isin(["c0", "c1"])
+    ]
+    deltas = stats.delta_table(two_sources, by_family=True, n_boot=200, n_perm=200)
+    assert set(deltas["family"]) == {"nonspeech", "noisy_snr"}
+
+
 def test_delta_table_errors_name_the_fix(results: pd.DataFrame) -> None:
     with pytest.raises(WspecError, match="available"):
         stats.delta_table(results, control="nonexistent")

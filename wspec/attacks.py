@@ -51,8 +51,10 @@ FAMILIES: tuple[str, ...] = ("pgd_untargeted", "pgd_targeted", "gauss_control")
 #: The book's attack settings per stimulus set, shared by the model-run and stress-set
 #: chapters so both read the same cached clips. Few steps keep a CPU build short (Olivier and
 #: Raj use 100–200), so success rates here are lower bounds. Other sets use "default".
+# n_utts >= 2 everywhere: the paired bootstrap resamples source sentences, and one sentence
+# gives no interval.
 BOOK_SETTINGS: dict[str, dict] = {
-    "ci": {"snrs": (35.0, 45.0), "steps": 10, "n_utts": 1},
+    "ci": {"snrs": (35.0, 45.0), "steps": 10, "n_utts": 2},
     "default": {"snrs": (35.0, 40.0, 45.0), "steps": 20, "n_utts": 2},
 }
 

@@ -36,8 +36,11 @@ def to_markdown(frame: pd.DataFrame, float_digits: int = 4) -> str:
     """A MyST pipe table of `frame`; a meaningful index becomes leading columns.
 
     Floats are shown with `float_digits` significant digits, so a table that was not
-    rounded by its chapter still fits the page.
+    rounded by its chapter still fits the page. A frame without rows becomes a sentence: a
+    header-only table has no body, which Sphinx's LaTeX writer cannot typeset.
     """
+    if frame.empty:
+        return "*(This table has no rows in this build.)*"
     shown = frame
     if not isinstance(frame.index, pd.RangeIndex):
         shown = frame.reset_index()

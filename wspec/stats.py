@@ -388,6 +388,14 @@ class Groups:
     other: np.ndarray
     pairs: np.ndarray | None
 
+    @property
+    def resampling_units(self) -> int:
+        """How many independent units the bootstrap of the stressed side draws from.
+
+        Paired designs resample source stimuli, so five attacks on one sentence are one unit.
+        """
+        return len(np.unique(self.pairs)) if self.pairs is not None else int(self.other.size)
+
 
 def split_groups(
     values: pd.DataFrame,
@@ -488,8 +496,9 @@ def delta_table(
     One row per cell: model, component, metric, family ("+"-joined when pooled), layer
     (``LAYER_MEAN`` = mean over layers per stimulus), kind, estimate, ci_low, ci_high,
     mean_clean, mean_stressed, n_clean, n_stressed, paired, effect_size, p_value and p_adj
-    (`correction` applied across all cells of the returned table). Cells without data on both
-    sides are omitted.
+    (`correction` applied across all cells of the returned table). Cells with fewer than two
+    clean values or fewer than two stressed resampling units (distinct sources when paired)
+    are omitted: no interval can be drawn from one unit.
     """
     sub = select_results(results, control=control, K=K)
     sub = sub[sub["component"].isin(list(components)) & sub["metric"].isin(list(metrics))]
@@ -512,7 +521,7 @@ def delta_table(
                 groups = split_groups(
                     values, clean_families=clean_families, stress_families=fams, pair=pair
                 )
-                if groups.base.size < 2 or groups.other.size < 2:
+                if groups.base.size < 2 or groups.resampling_units < 2:
                     continue
                 label = "+".join(fams)
                 record = compare(
