@@ -18,19 +18,14 @@ from wspec.stimuli.tts import synthesize
 
 
 @functools.lru_cache(maxsize=1)
-def _tiny():
-    return load("tiny.en", device="cpu")
-
-
-@functools.lru_cache(maxsize=1)
 def _speech() -> np.ndarray:
     return synthesize("Please bring the green folder to the meeting room.", "espeak_us")
 
 
-def _small_random(attn: str = "eager") -> WhisperForConditionalGeneration:
+def _small_random(tiny, attn: str = "eager") -> WhisperForConditionalGeneration:
     """An untrained Whisper with a shape no release has (3 encoder, 2 decoder layers, d=48)."""
     config = WhisperConfig(
-        vocab_size=_tiny().model.config.vocab_size,
+        vocab_size=tiny.model.config.vocab_size,
         num_mel_bins=80,
         d_model=48,
         encoder_layers=3,
@@ -39,15 +34,15 @@ def _small_random(attn: str = "eager") -> WhisperForConditionalGeneration:
         decoder_attention_heads=4,
         encoder_ffn_dim=96,
         decoder_ffn_dim=96,
-        decoder_start_token_id=_tiny().sot_sequence[0],
+        decoder_start_token_id=tiny.sot_sequence[0],
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration._from_config(config, attn_implementation=attn)
     return model.eval()
 
 
-def test_site_names_are_stable_and_ordered() -> None:
-    names = site_names(_tiny().model.config)
+def test_site_names_are_stable_and_ordered(tiny_en) -> None:
+    names = site_names(tiny_en.model.config)
     assert len(names) == 4 * 2 + 4 * 7
     assert names[:3] == ["encoder.0.self_attn", "encoder.0.residual", "encoder.1.self_attn"]
     assert names[8:15] == [
@@ -60,7 +55,7 @@ def test_site_names_are_stable_and_ordered() -> None:
         "decoder.0.residual",
     ]
     assert names[-1] == "decoder.3.residual"
-    sites = all_sites(_tiny().model.config)
+    sites = all_sites(tiny_en.model.config)
     assert {s.component for s in sites} == {
         "enc_self_attn",
         "enc_residual",
@@ -74,8 +69,8 @@ def test_site_names_are_stable_and_ordered() -> None:
     }
 
 
-def test_tiny_en_shapes_and_values_match_a_full_forward_pass() -> None:
-    loaded = _tiny()
+def test_tiny_en_shapes_and_values_match_a_full_forward_pass(tiny_en) -> None:
+    loaded = tiny_en
     audio = _speech()
     with ActivationCapture(loaded.model) as cap:
         cap.start(encoder_frames(len(audio)))
@@ -122,9 +117,9 @@ def test_tiny_en_shapes_and_values_match_a_full_forward_pass() -> None:
     torch.testing.assert_close(m["encoder.1.residual"], enc_ref, atol=1e-4, rtol=1e-4)
 
 
-def test_random_init_config_names_filter_and_shapes() -> None:
-    model = _small_random()
-    loaded = dataclasses.replace(_tiny(), model=model)
+def test_random_init_config_names_filter_and_shapes(tiny_en) -> None:
+    model = _small_random(tiny_en)
+    loaded = dataclasses.replace(tiny_en, model=model)
     names = site_names(model.config)
     assert len(names) == 3 * 2 + 2 * 7
     wanted = ["encoder.2.self_attn", "decoder.1.cross_attn_map", "decoder.0.ffn_act"]
@@ -146,8 +141,8 @@ def _hook_count(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def test_hooks_are_removed_even_when_decoding_fails() -> None:
-    model = _small_random(attn="sdpa")  # maps need eager: switched inside, restored after
+def test_hooks_are_removed_even_when_decoding_fails(tiny_en) -> None:
+    model = _small_random(tiny_en, attn="sdpa")  # maps need eager: switched inside, restored after
     before = _hook_count(model)
     with pytest.raises(RuntimeError, match="boom"), ActivationCapture(model) as cap:
         assert _hook_count(model) > before
@@ -158,15 +153,15 @@ def test_hooks_are_removed_even_when_decoding_fails() -> None:
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_collect_without_a_forward_pass_says_what_to_do() -> None:
-    with ActivationCapture(_small_random()) as cap:
+def test_collect_without_a_forward_pass_says_what_to_do(tiny_en) -> None:
+    with ActivationCapture(_small_random(tiny_en)) as cap:
         cap.start()
         with pytest.raises(WspecError, match="inside the capture block"):
             cap.collect()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cpu_and_gpu_agree() -> None:
+def test_cpu_and_gpu_agree(tiny_en) -> None:
     # Same decoded tokens; K = 10 metrics within 1e-3 relative. The float32 forward passes
     # differ by ~1e-5 relative between devices; eigenvalues are computed in float64 on both.
     from wspec.pipeline import SpectralSettings, spectral_rows
@@ -174,7 +169,7 @@ def test_cpu_and_gpu_agree() -> None:
     audio = _speech()
     results = {}
     for device in ("cpu", "cuda"):
-        loaded = _tiny() if device == "cpu" else load("tiny.en", device="cuda")
+        loaded = tiny_en if device == "cpu" else load("tiny.en", device="cuda")
         with ActivationCapture(loaded.model) as cap:
             cap.start(encoder_frames(len(audio)))
             decoded = greedy_decode(loaded, audio)

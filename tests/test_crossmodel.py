@@ -4,7 +4,6 @@ answer is known by construction for the selection logic."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -17,17 +16,11 @@ from wspec.audio import read_audio
 from wspec.capture import ActivationCapture, encoder_frames
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
-from wspec.models import load
 from wspec.spectra import gram_eigenvalues
 from wspec.stimuli.tts import synthesize
 from wspec.verdicts import ModelVerdict, Verdict
 
 N_ROWS = 12  # the pipeline's T0
-
-
-@functools.lru_cache(maxsize=1)
-def _tiny():
-    return load("tiny.en", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +47,9 @@ def eig_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def eigs(manifest, eig_cache) -> pd.DataFrame:
+def eigs(manifest, eig_cache, tiny_en) -> pd.DataFrame:
     return xm.decoder_eigenvalues(
-        _tiny(), manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
+        tiny_en, manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
     )
 
 
@@ -75,10 +68,10 @@ def test_budget_spectra_have_the_common_shape_and_raw_ones_do_not(eigs) -> None:
         assert np.sum(lam > 1e-9 * lam.max()) <= n_tokens
 
 
-def test_budget_rows_equal_the_natural_decodes_first_rows(eigs, manifest) -> None:
+def test_budget_rows_equal_the_natural_decodes_first_rows(eigs, manifest, tiny_en) -> None:
     """The decoder is causal: suppressing end-of-text later cannot change the first T0 rows."""
     stim = manifest.set_index("id").loc["speech-a"]
-    loaded = _tiny()
+    loaded = tiny_en
     audio = read_audio(stim["path"])
     site = "decoder.3.cross_attn"
     with ActivationCapture(loaded.model, [site]) as cap:
@@ -99,13 +92,15 @@ def test_budget_rows_equal_the_natural_decodes_first_rows(eigs, manifest) -> Non
     np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-4, atol=1e-6 * expected.max())
 
 
-def test_eigenvalues_are_cached_per_stimulus(eigs, manifest, eig_cache, monkeypatch) -> None:
+def test_eigenvalues_are_cached_per_stimulus(
+    eigs, manifest, eig_cache, monkeypatch, tiny_en
+) -> None:
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although every stimulus is cached")
 
     monkeypatch.setattr("wspec.decoding.greedy_decode", no_decoding)
     again = xm.decoder_eigenvalues(
-        _tiny(), manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
+        tiny_en, manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
     )
     pd.testing.assert_frame_equal(again, eigs)
 

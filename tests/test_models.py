@@ -9,7 +9,7 @@ import torch
 from wspec.cli import main as cli
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
-from wspec.models import bundled, convert, load
+from wspec.models import available, bundled, convert, load
 from wspec.models.ct2_format import TruncatedModelError, read_ct2
 
 MAX_WER = 0.25  # Piper voice; measured 0.0–0.1 on this sentence for both models
@@ -76,6 +76,12 @@ def test_random_architecture_without_weights():
     cfg = loaded.model.config
     assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_attention_heads) == (384, 4, 6)
     assert loaded.is_multilingual
+    # `wspec models` counts it on the meta device; the count must be the built model's.
+    listed = {info.spec: info.n_params for info in available()}
+    assert listed["random:tiny"] == loaded.n_params
+    # openai-whisper's published sizes: large-v2 1550M, medium 769M (±1 %: rounding there).
+    assert listed["random:large-v2"] == pytest.approx(1550e6, rel=0.01)
+    assert listed["random:medium"] == pytest.approx(769e6, rel=0.01)
 
 
 def test_unknown_spec_lists_available_names():
@@ -86,7 +92,7 @@ def test_unknown_spec_lists_available_names():
 def test_uncached_hub_id_offline_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(WspecError, match="not in the local Hugging Face cache"):
+    with pytest.raises(WspecError, match="not in the local Hugging Face cache.*HF_HUB_OFFLINE=0"):
         load("openai/whisper-large-v3-turbo")
 
 

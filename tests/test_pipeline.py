@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -17,16 +16,10 @@ from wspec import pipeline
 from wspec.capture import all_sites
 from wspec.cli import build_parser
 from wspec.errors import WspecError
-from wspec.models import load
 from wspec.spectra import METRICS
 from wspec.stimuli.tts import synthesize
 
 SETTINGS = pipeline.SpectralSettings(max_new_tokens=64)
-
-
-@functools.lru_cache(maxsize=1)
-def _tiny():
-    return load("tiny.en", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def manifest(tmp_path_factory, clip_row) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def full_run(manifest, tmp_path_factory) -> pd.DataFrame:
+def full_run(manifest, tmp_path_factory, tiny_en) -> pd.DataFrame:
     tmp = tmp_path_factory.mktemp("run")
     return pipeline.run_model(
         "tiny.en",
@@ -57,18 +50,18 @@ def full_run(manifest, tmp_path_factory) -> pd.DataFrame:
         progress=False,
         manifest=manifest,
         settings=SETTINGS,
-        loaded=_tiny(),
+        loaded=tiny_en,
         cache=tmp / "cache",
     )
 
 
-def test_table_schema_and_completeness(full_run: pd.DataFrame) -> None:
+def test_table_schema_and_completeness(full_run: pd.DataFrame, tiny_en) -> None:
     assert list(full_run.columns) == list(pipeline.COLUMNS)
     assert (full_run["schema_version"] == pipeline.SCHEMA_VERSION).all()
     assert set(full_run["metric"]) == set(METRICS)
     assert set(full_run["K"]) == {10, 0}
     assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff", "budget_T"}
-    sites = all_sites(_tiny().model.config)
+    sites = all_sites(tiny_en.model.config)
     n_maps = sum(s.is_map for s in sites)
     n_decoder = sum(s.stack == "decoder" for s in sites)
     per_stimulus = len(METRICS) * 2 * (3 * (len(sites) - n_maps) + 2 * n_maps + n_decoder)
@@ -118,7 +111,7 @@ def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> Non
 
 
 def test_interrupted_run_resumes_and_recomputes_only_missing(
-    manifest, full_run, tmp_path, monkeypatch
+    manifest, full_run, tmp_path, monkeypatch, tiny_en
 ) -> None:
     real = pipeline._analyse_stimulus
     calls: list[str] = []
@@ -135,7 +128,7 @@ def test_interrupted_run_resumes_and_recomputes_only_missing(
         "progress": False,
         "manifest": manifest,
         "settings": SETTINGS,
-        "loaded": _tiny(),
+        "loaded": tiny_en,
         "cache": tmp_path / "cache",
     }
     with pytest.raises(KeyboardInterrupt):
@@ -171,7 +164,9 @@ pipeline.run_model(
 """
 
 
-def test_run_killed_with_sigkill_resumes(manifest, full_run, tmp_path, monkeypatch) -> None:
+def test_run_killed_with_sigkill_resumes(
+    manifest, full_run, tmp_path, monkeypatch, tiny_en
+) -> None:
     """A real `kill -9` (no cleanup code runs) as soon as the first stimulus is cached: the
     rerun computes only the rest and gives the uninterrupted run's numbers bit for bit."""
     assert pipeline.SpectralSettings(max_new_tokens=64) == SETTINGS  # the script's settings
@@ -213,7 +208,7 @@ def test_run_killed_with_sigkill_resumes(manifest, full_run, tmp_path, monkeypat
         progress=False,
         manifest=manifest,
         settings=SETTINGS,
-        loaded=_tiny(),
+        loaded=tiny_en,
         cache=cache,
     )
     assert len(calls) == len(manifest) - len(done)
@@ -231,9 +226,9 @@ def test_cache_key_depends_on_what_changes_the_numbers() -> None:
     assert key != pipeline.stimulus_key("tiny.en", "ab" * 32, SETTINGS, code, "cuda")
 
 
-def test_empty_set_is_a_clear_error(manifest) -> None:
+def test_empty_set_is_a_clear_error(manifest, tiny_en) -> None:
     with pytest.raises(WspecError, match="empty"):
-        pipeline.run_model("tiny.en", "x", manifest=manifest.iloc[:0], loaded=_tiny())
+        pipeline.run_model("tiny.en", "x", manifest=manifest.iloc[:0], loaded=tiny_en)
 
 
 def test_cli_registers_run() -> None:

@@ -12,7 +12,7 @@ import soundfile as sf
 from wspec.audio import read_audio
 from wspec.errors import WspecError
 from wspec.stimuli import COLUMNS, build_stimuli, design, load_manifest
-from wspec.stimuli.build import add_user_folder
+from wspec.stimuli.build import Spec, add_user_folder, build_specs
 from wspec.stimuli.degrade import mix_at_snr, snr_db
 
 
@@ -35,6 +35,40 @@ def test_rebuild_skips_existing_and_keeps_manifest(ci_twice, tmp_path):
     root = __import__("pathlib").Path(a["path"].iloc[0]).parent.parent
     again = build_stimuli("ci", cache=root, progress=False)
     pd.testing.assert_frame_equal(a, again)
+
+
+def test_rebuild_remakes_exactly_what_changed(tmp_path):
+    """A stored WAV is reused only for the same recipe; a derived clip follows its source."""
+    calls: list[object] = []
+
+    def tone(hz: float):
+        def make(_audio_of):
+            calls.append(hz)
+            return (0.1 * np.sin(2 * np.pi * hz * np.arange(16_000) / 16_000)).astype(np.float32)
+
+        return make
+
+    def louder(audio_of):
+        calls.append("louder")
+        return 2 * audio_of("src")
+
+    def specs(hz: float, text: str = "a tone") -> list[Spec]:
+        return [
+            Spec("src", "clean", {"hz": hz}, text, tone(hz)),
+            Spec("loud", "noisy", {"gain": 2}, text, louder, "src"),
+        ]
+
+    first = build_specs(specs(440), tmp_path, progress=False)
+    assert calls == [440, "louder"]
+    calls.clear()
+    pd.testing.assert_frame_equal(build_specs(specs(440), tmp_path, progress=False), first)
+    assert calls == []
+    build_specs(specs(440, text="a new tone"), tmp_path, progress=False)
+    assert calls == [440, "louder"]  # an edited sentence is re-synthesized, and so is its mix
+    calls.clear()
+    changed = build_specs(specs(660), tmp_path, progress=False)
+    assert calls == [660, "louder"]
+    assert (changed["sha256"] != first["sha256"]).all()
 
 
 def test_manifest_schema_and_links(ci_twice):
@@ -132,6 +166,9 @@ def test_user_folder(monkeypatch, tmp_path, sentence_audio, sentence_text):
     assert df.loc[0, "family"] == "user" and df.loc[0, "transcript"] == sentence_text
     np.testing.assert_allclose(read_audio(df.loc[0, "path"]), sentence_audio, atol=1e-4)
     pd.testing.assert_frame_equal(load_manifest("mine"), df)
+    sf.write(folder / "a.wav", 0.5 * sentence_audio, 16_000)  # the user replaces a recording
+    again = add_user_folder(folder, set_name="mine", progress=False)
+    np.testing.assert_allclose(read_audio(again.loc[0, "path"]), 0.5 * sentence_audio, atol=1e-4)
     (folder / "b.wav").write_bytes((folder / "a.wav").read_bytes())
     with pytest.raises(WspecError, match="no transcript"):
         add_user_folder(folder, set_name="mine2", progress=False)

@@ -78,9 +78,14 @@ def _from_pretrained(cls, where: str | Path, spec: str, **kwargs):
     try:
         return cls.from_pretrained(where, **_hub_kwargs(), **kwargs)
     except OSError as err:
+        why = (
+            "the hub is switched off (HF_HUB_OFFLINE=1; set HF_HUB_OFFLINE=0 to download)"
+            if _hub_kwargs()
+            else "it could not be downloaded (no network, or no such repository)"
+        )
         raise WspecError(
-            f"cannot load {spec!r}: it is not in the local Hugging Face cache and the hub is "
-            f"unreachable (offline). On a machine with hub access run "
+            f"cannot load {spec!r}: it is not in the local Hugging Face cache and {why}. "
+            f"On a machine with hub access run "
             f"`huggingface-cli download {spec}`, copy the cache (HF_HOME) here, or pass a "
             f"local model folder. ({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from err
@@ -206,10 +211,29 @@ def available() -> list[ModelInfo]:
     for name in sorted({*bundled.BUNDLES, *architectures.ARCHS}):
         infos.append(
             ModelInfo(
-                f"{RANDOM_PREFIX}{name}", "untrained control", None, True, f"seed {RANDOM_SEED}"
+                f"{RANDOM_PREFIX}{name}",
+                "untrained control",
+                _random_params(name),
+                True,
+                f"seed {RANDOM_SEED}",
             )
         )
     return infos
+
+
+def _random_params(base: str) -> int | None:
+    """Parameter count of `random:<base>`, built on the meta device (no memory, no init).
+
+    None while the bundle that supplies its config or tokenizer is not converted yet: listing
+    models must not start a conversion.
+    """
+    found = architectures.lookup(base)
+    source = base if found is None else found[0].tokenizer_source(english_only=found[1])
+    if source in bundled.BUNDLES and _bundle_params(bundled.BUNDLES[source]) is None:
+        return None
+    config, _ = _random_config(base)
+    with torch.device("meta"):
+        return sum(p.numel() for p in WhisperForConditionalGeneration(config).parameters())
 
 
 def _cached_hub_models() -> list[ModelInfo]:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from wspec.audio import SAMPLE_RATE, read_audio, write_audio
 from wspec.errors import WspecError
+from wspec.paths import atomic_write_bytes
 from wspec.stimuli import degrade, nonspeech
 from wspec.stimuli.manifest import MANIFEST_NAME, params_json, save_manifest, set_dir, to_frame
 from wspec.stimuli.sentences import SENTENCES
@@ -243,24 +244,60 @@ def _read_exact(path: Path) -> np.ndarray:
     return np.asarray(audio, dtype=np.float32)
 
 
+def _recipes(specs: list[Spec]) -> dict[str, str]:
+    """Everything that decides a stimulus's samples, as canonical JSON, per id.
+
+    A derived stimulus's recipe includes its source's, so editing a sentence also remakes
+    the noisy, reversed and padded versions made from it.
+    """
+    by_id = {s.id: s for s in specs}
+    recipes: dict[str, str] = {}
+
+    def recipe(spec: Spec) -> str:
+        if spec.id not in recipes:
+            source = by_id.get(spec.source_id)
+            recipes[spec.id] = params_json(
+                {
+                    "family": spec.family,
+                    "params": spec.params,
+                    "seed": spec.seed,
+                    "transcript": spec.transcript,
+                    "source": recipe(source) if source is not None else spec.source_id,
+                }
+            )
+        return recipes[spec.id]
+
+    for spec in specs:
+        recipe(spec)
+    return recipes
+
+
 def build_specs(
     specs: list[Spec], root: Path, *, progress: bool = True, desc: str = "stimuli"
 ) -> pd.DataFrame:
-    """Make each spec's WAV under root/audio (skipping existing files) and return the manifest."""
+    """Make each spec's WAV under root/audio and return the manifest.
+
+    A WAV is reused only when the recipe stored beside it (`<id>.recipe.json`) equals the
+    spec's: a rebuild after editing a sentence or a parameter remakes exactly what changed.
+    """
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     path_of = {s.id: audio_dir / f"{s.id}.wav" for s in specs}
     if len(path_of) != len(specs):
         raise WspecError("stimulus ids are not unique; this is a bug in the set design.")
+    recipes = _recipes(specs)
     rows = []
     for spec in tqdm(specs, desc=desc, unit="clip", **_tqdm_kwargs(progress)):
         path = path_of[spec.id]
-        if path.is_file():
+        recipe_path = path.with_suffix(".recipe.json")
+        fresh = path.is_file() and recipe_path.is_file()
+        if fresh and recipe_path.read_text() == recipes[spec.id]:
             data = path.read_bytes()
             n = _read_exact(path).size
         else:
             audio = spec.make(lambda sid: _read_exact(path_of[sid]))
             data = write_audio(path, audio)
+            atomic_write_bytes(recipe_path, recipes[spec.id].encode())
             n = audio.size
         rows.append(
             {
@@ -320,7 +357,7 @@ def add_user_folder(folder: Path, set_name: str = "user", progress: bool = True)
             Spec(
                 f"user-{p.stem}",
                 "user",
-                {"file": p.name},
+                {"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()},
                 " ".join(txt.read_text(encoding="utf-8").split()),
                 lambda _a, p=p: read_audio(p),
             )
