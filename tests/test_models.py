@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import time
+
 import jiwer
 import pytest
 import torch
@@ -139,3 +142,19 @@ def test_cli_lists_bundled_models(capsys):
     assert cli(["models"]) == 0
     out = capsys.readouterr().out
     assert "tiny.en" in out and "base" in out and "random:tiny.en" in out
+
+
+def test_identity_follows_the_weights_not_the_name(tmp_path, tiny_en):
+    """Caches key on `identity`: a checkpoint overwritten in place must not reuse old results."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(convert.converted_dir(bundled.BUNDLES["tiny.en"]), folder)
+    first = load(str(folder), device="cpu").identity
+    assert load(str(folder), device="cpu").identity == first  # stable across loads
+    weights = load_file(folder / "model.safetensors")
+    weights["model.decoder.layer_norm.bias"] += 0.01
+    time.sleep(0.01)  # a visibly later mtime even on coarse-clock file systems
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    assert load(str(folder), device="cpu").identity != first
+    assert tiny_en.identity != load("random:tiny.en", device="cpu").identity

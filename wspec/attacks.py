@@ -192,7 +192,7 @@ def build_attack_stimuli(
     settings = params_json(
         {"snrs": list(snrs), "steps": steps, "n_utts": n_utts, "target": target, "seed": seed}
     )
-    key = manifest_hash(manifest)[:12] + "-" + _sha(settings)[:8]
+    key = manifest_hash(manifest)[:12] + "-" + _sha(settings + loaded.identity)[:8]
     root = cache_dir("stimuli", "attacks", _safe(loaded.name), key)
     sources = manifest[manifest["family"] == "clean"].head(n_utts)
     jobs = [

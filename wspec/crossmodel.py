@@ -313,7 +313,7 @@ def decoder_eigenvalues(
         for stim in tqdm(
             todo, desc=f"spectra {loaded.name}", **({} if progress else {"disable": True})
         ):
-            key = _eigen_key(loaded.name, str(stim["sha256"]), parts, n_rows, max_new_tokens)
+            key = _eigen_key(loaded.identity, str(stim["sha256"]), parts, n_rows, max_new_tokens)
             path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
             if path.is_file():
                 tables.append(pd.read_parquet(path))

@@ -378,11 +378,12 @@ def measure_clip(
 def measure_clips(loaded, clips: dict[str, tuple[str, np.ndarray]], **kwargs) -> pd.DataFrame:
     """measure_clip over {stimulus_id: (family, audio)}, cached on disk.
 
-    The key covers the model name, every clip's samples, the keyword arguments and this
-    module's source, so a change to any of them recomputes instead of reusing stale numbers.
+    The key covers the model and its weights version, every clip's samples, the keyword
+    arguments and this module's source, so a change to any of them recomputes instead of
+    reusing stale numbers.
     """
     digest = hashlib.sha256()
-    digest.update(loaded.name.encode())
+    digest.update(loaded.identity.encode())
     digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
     digest.update(Path(__file__).read_bytes())
     for sid, (family, audio) in sorted(clips.items()):

@@ -20,13 +20,16 @@ Flags (see the project notes, "Labelling"):
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
+from pathlib import Path
 
 import jiwer
 import pandas as pd
 from tqdm.auto import tqdm
 
+from wspec import decoding
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
 from wspec.paths import atomic_path, cache_dir
@@ -38,7 +41,6 @@ LOOP_MAX_N = 10
 COMPRESSION_LIMIT = 2.4
 NO_SPEECH_LIMIT = 0.6
 LOGPROB_LIMIT = -1.0
-LABELS_VERSION = 1  # part of the cache key: bump when the labelling rules change
 LABEL_COLUMNS: tuple[str, ...] = (
     "model",
     "stimulus_id",
@@ -152,18 +154,27 @@ def label_transcript(
     }
 
 
-def _cache_path(model_name: str, manifest: pd.DataFrame):
+def _cache_path(loaded, manifest: pd.DataFrame) -> Path:
+    """Labels of one model on one manifest, keyed on the weights and the labelling code.
+
+    The code part is the source of this module and of the decoder, so a changed rule or
+    threshold relabels instead of reusing stale flags; nobody has to remember a version.
+    """
     from wspec.stimuli.manifest import manifest_hash
 
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name)
-    return cache_dir("labels", safe) / f"{manifest_hash(manifest)[:16]}-v{LABELS_VERSION}.parquet"
+    digest = hashlib.sha256(loaded.identity.encode())
+    for module in (Path(__file__), Path(decoding.__file__)):
+        digest.update(module.read_bytes())
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", loaded.name)
+    name = f"{manifest_hash(manifest)[:16]}-{digest.hexdigest()[:12]}.parquet"
+    return cache_dir("labels", safe) / name
 
 
 def label_stimuli(
     loaded, manifest: pd.DataFrame, progress: bool = True, cache: bool = True
 ) -> pd.DataFrame:
     """Decode every stimulus greedily and label it; cached per model and manifest hash."""
-    path = _cache_path(loaded.name, manifest)
+    path = _cache_path(loaded, manifest)
     if cache and path.is_file():
         return pd.read_parquet(path)
     rows = []

@@ -352,7 +352,7 @@ def run_model(
         for stim in bar:
             stim = pd.Series(stim._asdict())
             sha = str(stim["sha256"])
-            key = stimulus_key(loaded.name, sha, settings, code, loaded.device.type)
+            key = stimulus_key(loaded.identity, sha, settings, code, loaded.device.type)
             path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
             if path.is_file():
                 df, decode = read_result(path)

@@ -24,19 +24,30 @@ metric grows with N; tests/test_seqlen.py checks exactly that.
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from wspec import spectra
 from wspec.paths import atomic_write_text, cache_dir
 from wspec.spectra import METRICS, attention_eigenvalues, gram_eigenvalues, metric_values
 
 RATIO_METRICS: frozenset[str] = frozenset({"n_eff", "participation_ratio", "stable_rank"})
 """Metrics normalised by division (size-like); all others are normalised by subtraction."""
 
-_NULL_VERSION = 1
+
+@functools.cache
+def _null_code() -> str:
+    """Hash of the code a null value depends on (the metrics and this null), for its file
+    name: a changed metric recomputes the nulls instead of reading stale ones."""
+    digest = hashlib.sha256(Path(spectra.__file__).read_bytes())
+    digest.update(inspect.getsource(_gaussian_null).encode())
+    return digest.hexdigest()[:12]
 
 
 def null_control(metric: str) -> str:
@@ -110,7 +121,7 @@ def gaussian_null(
 def _gaussian_null(
     n_rows: int, d: int, ks: tuple[int, ...], draws: int, seed: int
 ) -> tuple[tuple[tuple[str, int], float], ...]:
-    path = cache_dir("nulls") / f"v{_NULL_VERSION}_n{n_rows}_d{d}_r{draws}_s{seed}.json"
+    path = cache_dir("nulls") / f"{_null_code()}_n{n_rows}_d{d}_r{draws}_s{seed}.json"
     stored: dict[str, float] = {}
     if path.exists():
         stored = json.loads(path.read_text())

@@ -35,6 +35,16 @@ class LoadedWhisper:
     suppress_tokens: list[int]
     begin_suppress_tokens: list[int]
     alignment_heads: list[tuple[int, int]] = field(default_factory=list)
+    weights_id: str = ""  # which weights stand behind `name` (see `identity`)
+
+    @property
+    def identity(self) -> str:
+        """Name plus weights version: what every result cache is keyed on.
+
+        A name alone is not enough: a hub id moves to new commits and a local folder can be
+        overwritten with another checkpoint, and neither may reuse the old numbers.
+        """
+        return f"{self.name}@{self.weights_id}"
 
     @property
     def n_params(self) -> int:

@@ -8,6 +8,7 @@ untrained model of the same architecture, the control the theorem asks for
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -156,6 +157,7 @@ def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
         model = WhisperForConditionalGeneration(config)
         model.generation_config = _from_pretrained(GenerationConfig, folder, base)
         source = f"untrained, seed {RANDOM_SEED}, architecture of {base}"
+        weights_id = f"seed{RANDOM_SEED}"
     else:
         folder, source = _hf_folder(spec)
         model = _from_pretrained(
@@ -164,6 +166,9 @@ def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
             spec,
             dtype=torch.float32,
             attn_implementation="eager",
+        )
+        weights_id = (
+            Path(folder).name if spec in bundled.BUNDLES else _weights_id(folder, model.config)
         )
     tokenizer = _from_pretrained(WhisperTokenizerFast, folder, spec)
     features = _from_pretrained(WhisperFeatureExtractor, folder, spec)
@@ -176,8 +181,27 @@ def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
         tokenizer=tokenizer,
         feature_extractor=features,
         device=dev,
+        weights_id=weights_id,
         **_settings(tokenizer, model.generation_config, model.config),
     )
+
+
+def _weights_id(folder: str | Path, config: WhisperConfig) -> str:
+    """A short id of hub or local weights: the hub commit, else name, size and mtime of the
+    weight files. (Bundled conversions use their folder name, which holds the wheel's
+    fingerprint.) Stat data rather than a content hash: hashing a 3 GB checkpoint on every
+    load would cost more than the decodes it keys."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return str(commit)[:12]
+    files = sorted(
+        p for pattern in ("*.safetensors", "*.bin") for p in Path(folder).expanduser().glob(pattern)
+    )
+    digest = hashlib.sha256()
+    for p in files:
+        stat = p.stat()
+        digest.update(f"{p.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 def _bundle_params(bundle: bundled.Bundle) -> int | None:
