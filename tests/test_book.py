@@ -274,7 +274,7 @@ def test_cross_page_verdicts_arrive_bare_and_check_book_flags_raw_roles(tmp_path
 
 
 @pytest.mark.slow
-def test_dataframes_reach_latex_as_real_tables(tmp_path: Path) -> None:
+def test_dataframes_reach_html_whole_and_latex_as_real_tables(tmp_path: Path) -> None:
     page = (
         HEADER
         + """
@@ -285,6 +285,13 @@ import pandas as pd
 from wspec import show
 show.register()
 pd.DataFrame({"component": ["dec_cross_attn"], "cell": ["-39.47%* [-55.66, -23.14]"]})
+```
+
+A long cell (a claim's wording) is shown whole, not cut by pandas after 50 characters:
+
+```{code-cell} ipython3
+claim = "Under stress the decoder " + "loses effective rank in every small model we ran"
+pd.DataFrame({"claim": [claim]})
 ```
 
 A table with no rows (a speech-only AUROC table in a small build) must not stop the PDF:
@@ -304,6 +311,11 @@ pd.DataFrame(columns=["model", "auroc"])
     assert "dec\\_cross\\_attn" in tex
     assert "Verbatim" not in tex.split("dec\\_cross\\_attn")[0].rsplit("\\begin{", 1)[-1]
     assert "no rows in this build" in tex
+    assert "decoder loses effective rank in every small model we ran" in tex  # output, not source
+    done = _build(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert "decoder loses effective rank in every small model we ran" in html
 
 
 def test_book_env_is_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,7 +57,8 @@ def to_markdown(frame: pd.DataFrame, float_digits: int = 4) -> str:
 
 
 def register() -> None:
-    """Give every DataFrame displayed in this IPython kernel a text/markdown representation.
+    """Give every DataFrame displayed in this IPython kernel a text/markdown representation,
+    and show cells and tables uncut.
 
     Outside IPython (plain scripts, tests) there is nothing to register and this does nothing.
     """
@@ -69,6 +70,10 @@ def register() -> None:
     if shell is None:
         return
     shell.display_formatter.formatters["text/markdown"].for_type(pd.DataFrame, to_markdown)
+    # pandas cuts cells after 50 characters and tables after 60 rows ("..."); a book's
+    # claims and assumptions tables must be read whole.
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 500)
 
 
 class Plain:
