@@ -39,6 +39,8 @@ BROWSER_TIMEOUT_S = 60
 # A backtick in rendered prose is markup that failed to parse (e.g. a role inside a code span).
 RAW_ROLE = re.compile(r"\{(glue(:\w+)?|doc|ref|numref|eq|cite(:\w+)?)\}`|`")
 ERROR_LINE = re.compile(r"^\s*(Traceback \(most recent call last\)|\w*(Error|Exception): )", re.M)
+# A library warning in a cell output is noise for a reader (and a sign of a deprecated call).
+WARNING_TEXT = re.compile(r"\b\w*Warning: ")
 PROBE = """
 <script>
 (function () {
@@ -137,7 +139,8 @@ def check_static(html_dir: Path, docnames: list[str]) -> tuple[list[str], list[P
             target = (page.parent / src.split("#")[0].split("?")[0]).resolve()
             if not target.is_file():
                 problems.append(f"{doc}: image {src} does not exist")
-        hit = ERROR_LINE.search("".join(parser.output_text))
+        output = "".join(parser.output_text)
+        hit = ERROR_LINE.search(output) or WARNING_TEXT.search(output)
         if hit:
             problems.append(f"{doc}: a cell output contains {hit.group(0).strip()!r}")
         raw = RAW_ROLE.search("".join(parser.prose_text))

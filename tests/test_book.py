@@ -252,25 +252,34 @@ glue("verdict_C1_reason", show.unmarked("`tiny.en`: *not confirmed*"), display=F
 
 
 @pytest.mark.slow
-def test_cross_page_verdicts_arrive_bare_and_check_book_flags_raw_roles(tmp_path: Path) -> None:
+def test_cross_page_verdicts_arrive_bare_and_check_book_flags_markup_and_warnings(
+    tmp_path: Path,
+) -> None:
     intro = GOOD_PAGE + (
         "\n| claim | verdict | why |\n| --- | --- | --- |\n"
         "| C1 | {glue:text}`verdicts.md::verdict_C1:s` "
         "| {glue:text}`verdicts.md::verdict_C1_reason:s` |\n"
     )
     broken = HEADER + "\n# Broken\n\nThe set `{glue:text}`some_key``.\n"
-    root = _mini_book(tmp_path, {"intro": intro, "verdicts": VERDICT_PAGE, "broken": broken})
+    noisy = (
+        HEADER
+        + "\n# Noisy\n\n```{code-cell} ipython3\nimport warnings\n"
+        + 'warnings.warn("`past_key_values` is deprecated", FutureWarning)\n```\n'
+    )
+    pages = {"intro": intro, "verdicts": VERDICT_PAGE, "broken": broken, "noisy": noisy}
+    root = _mini_book(tmp_path, pages)
     done = _build(root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     html = (root / "_build" / "html" / "book" / "intro.html").read_text()
     assert ">not confirmed<" in html and "'not confirmed'" not in html
     assert "tiny.en: not confirmed" in html
     check_book = _check_book_module()
-    problems, found = check_book.check_static(
-        root / "_build" / "html", ["book/intro", "book/verdicts", "book/broken"]
-    )
-    assert len(found) == 3
-    assert len(problems) == 1 and problems[0].startswith("book/broken: unrendered MyST markup")
+    docs = [f"book/{p}" for p in pages]
+    problems, found = check_book.check_static(root / "_build" / "html", docs)
+    assert len(found) == 4
+    assert len(problems) == 2
+    assert problems[0].startswith("book/broken: unrendered MyST markup")
+    assert problems[1] == "book/noisy: a cell output contains 'FutureWarning:'"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ English, no timestamps, special tokens suppressed, blank/EOT suppressed at step 
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from dataclasses import dataclass
 
@@ -59,6 +60,14 @@ def _suppress_mask(loaded: LoadedWhisper, ids: list[int]) -> torch.Tensor:
     return mask
 
 
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The KV-cache keyword of this transformers release: `cache` since 5.x (where the old
+    `past_key_values` prints a deprecation warning on every step, into the book's pages),
+    `past_key_values` before."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.no_grad()
 def greedy_decode(
     loaded: LoadedWhisper,
@@ -87,6 +96,7 @@ def greedy_decode(
     suppress = _suppress_mask(loaded, loaded.suppress_tokens)
     suppress_begin = suppress | _suppress_mask(loaded, loaded.begin_suppress_tokens)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    cache_name = _cache_argument(model)
     step_input = torch.tensor([loaded.sot_sequence], device=loaded.device)
     tokens: list[int] = []
     logprobs: list[float] = []
@@ -97,11 +107,11 @@ def greedy_decode(
         out = model(
             encoder_outputs=(enc,),
             decoder_input_ids=step_input,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_name: cache},
         )
         n_steps += 1
-        cache = out.past_key_values
+        cache = getattr(out, cache_name)
         logits = out.logits[0, -1].float()
         if step == 0:
             sot_logits = out.logits[0, 0].float()
