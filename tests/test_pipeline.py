@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,19 +41,38 @@ def manifest(tmp_path_factory, clip_row) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def full_run(manifest, tmp_path_factory, tiny_en) -> pd.DataFrame:
-    tmp = tmp_path_factory.mktemp("run")
+def _run(loaded, manifest: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The test settings' run of `manifest`, table and result cache under `folder`."""
     return pipeline.run_model(
         "tiny.en",
         "test",
-        out=tmp / "table.parquet",
+        out=folder / "t.parquet",
         progress=False,
         manifest=manifest,
         settings=SETTINGS,
-        loaded=tiny_en,
-        cache=tmp / "cache",
+        loaded=loaded,
+        cache=folder / "cache",
     )
+
+
+_ANALYSE = pipeline._analyse_stimulus  # the real one, whatever a test patches in later
+
+
+def _count_analyses(monkeypatch) -> list[str]:
+    """Record the id of every stimulus the pipeline analyses (not read from its cache)."""
+    calls: list[str] = []
+
+    def counting(loaded, capture, stim, settings):
+        calls.append(stim["id"])
+        return _ANALYSE(loaded, capture, stim, settings)
+
+    monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def full_run(manifest, tmp_path_factory, tiny_en) -> pd.DataFrame:
+    return _run(tiny_en, manifest, tmp_path_factory.mktemp("run"))
 
 
 def test_table_schema_and_completeness(full_run: pd.DataFrame, tiny_en) -> None:
@@ -103,7 +123,7 @@ def test_budget_control_measures_short_decodes_at_the_common_shape(full_run) -> 
 def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> None:
     out = pipeline.default_output("tiny.en", "x")  # naming only
     assert out.name == "tiny.en__x.parquet"
-    runs = list(tmp_path_factory.getbasetemp().glob("run*/table.decodes.parquet"))
+    runs = list(tmp_path_factory.getbasetemp().glob("run*/t.decodes.parquet"))
     decodes = pd.read_parquet(runs[0])
     assert list(decodes.columns) == list(pipeline.DECODE_COLUMNS)
     text = decodes.set_index("stimulus_id")["text"]
@@ -113,43 +133,29 @@ def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> Non
 def test_interrupted_run_resumes_and_recomputes_only_missing(
     manifest, full_run, tmp_path, monkeypatch, tiny_en
 ) -> None:
-    real = pipeline._analyse_stimulus
-    calls: list[str] = []
+    started: list[str] = []
 
     def crash_after_two(loaded, capture, stim, settings):
-        if len(calls) == 2:
+        if len(started) == 2:
             raise KeyboardInterrupt  # what Ctrl-C mid-run looks like
-        calls.append(stim["id"])
-        return real(loaded, capture, stim, settings)
+        started.append(stim["id"])
+        return _ANALYSE(loaded, capture, stim, settings)
 
     monkeypatch.setattr(pipeline, "_analyse_stimulus", crash_after_two)
-    kwargs = {
-        "out": tmp_path / "t.parquet",
-        "progress": False,
-        "manifest": manifest,
-        "settings": SETTINGS,
-        "loaded": tiny_en,
-        "cache": tmp_path / "cache",
-    }
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run_model("tiny.en", "test", **kwargs)
+        _run(tiny_en, manifest, tmp_path)
     done = sorted(p.name for p in (tmp_path / "cache").rglob("*.parquet"))
     assert len(done) == 2
     assert not list((tmp_path / "cache").rglob("*.part"))  # nothing partial on disk
     assert not (tmp_path / "t.parquet").exists()
 
-    def counting(loaded, capture, stim, settings):
-        calls.append(stim["id"])
-        return real(loaded, capture, stim, settings)
-
-    monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
-    calls.clear()
-    resumed = pipeline.run_model("tiny.en", "test", **kwargs)
+    calls = _count_analyses(monkeypatch)
+    resumed = _run(tiny_en, manifest, tmp_path)
     assert calls == list(manifest["id"][2:])  # only the missing ones
     # identical numbers to an uninterrupted run (CPU reruns are bit-for-bit)
     pd.testing.assert_frame_equal(resumed, full_run)
     calls.clear()
-    pipeline.run_model("tiny.en", "test", **kwargs)
+    _run(tiny_en, manifest, tmp_path)
     assert calls == []  # everything cached
 
 
@@ -193,24 +199,8 @@ def test_run_killed_with_sigkill_resumes(
     assert 1 <= len(done) < len(manifest), "killed too late to test resuming"
     assert not (tmp_path / "killed.parquet").exists()
 
-    real = pipeline._analyse_stimulus
-    calls: list[str] = []
-
-    def counting(loaded, capture, stim, settings):
-        calls.append(stim["id"])
-        return real(loaded, capture, stim, settings)
-
-    monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
-    resumed = pipeline.run_model(
-        "tiny.en",
-        "test",
-        out=tmp_path / "t.parquet",
-        progress=False,
-        manifest=manifest,
-        settings=SETTINGS,
-        loaded=tiny_en,
-        cache=cache,
-    )
+    calls = _count_analyses(monkeypatch)
+    resumed = _run(tiny_en, manifest, tmp_path)  # same cache folder as the killed run
     assert len(calls) == len(manifest) - len(done)
     pd.testing.assert_frame_equal(resumed, full_run)
 

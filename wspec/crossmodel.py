@@ -20,8 +20,6 @@ live here so that the chapters hold only narrative and calls:
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 
 from wspec.errors import WspecError
 from wspec.paper import model_scale_rank
-from wspec.paths import atomic_path, cache_dir
+from wspec.paths import atomic_path, cache_dir, source_digest
 from wspec.seqlen import null_control
 from wspec.stats import (
     CLEAN_FAMILIES,
@@ -230,11 +228,9 @@ def _eigen_key(model: str, sha256: str, parts: Sequence[str], n_rows: int, max_n
     import wspec
 
     root = Path(wspec.__file__).parent
-    h = hashlib.sha256()
+    modules = (root / name for name in ("capture.py", "spectra.py", "decoding.py", "audio.py"))
+    h = source_digest(_one_stimulus_eigenvalues, *modules)
     h.update(json.dumps([EIGEN_VERSION, model, sha256, list(parts), n_rows, max_new]).encode())
-    h.update(inspect.getsource(_one_stimulus_eigenvalues).encode())
-    for name in ("capture.py", "spectra.py", "decoding.py", "audio.py"):
-        h.update((root / name).read_bytes())
     return h.hexdigest()[:24]
 
 

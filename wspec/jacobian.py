@@ -32,7 +32,6 @@ and E||P a|| for a fixed 2-plane ~ sqrt(pi / (2 D)) (kappa_sub_null; chi with 2 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from wspec.errors import WspecError
-from wspec.paths import atomic_path, cache_dir
+from wspec.paths import atomic_path, cache_dir, source_digest
 
 Vec = torch.Tensor
 RowMap = Callable[[Vec], Vec]
@@ -382,10 +381,9 @@ def measure_clips(loaded, clips: dict[str, tuple[str, np.ndarray]], **kwargs) ->
     arguments and this module's source, so a change to any of them recomputes instead of
     reusing stale numbers.
     """
-    digest = hashlib.sha256()
+    digest = source_digest(Path(__file__))
     digest.update(loaded.identity.encode())
     digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
-    digest.update(Path(__file__).read_bytes())
     for sid, (family, audio) in sorted(clips.items()):
         digest.update(f"{sid}/{family}".encode())
         digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())

@@ -20,7 +20,6 @@ Flags (see the project notes, "Labelling"):
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from wspec import decoding
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
-from wspec.paths import atomic_path, cache_dir
+from wspec.paths import atomic_path, cache_dir, source_digest
 
 INSERT_RUN = 3
 INSERT_SHARE = 0.30
@@ -162,9 +161,8 @@ def _cache_path(loaded, manifest: pd.DataFrame) -> Path:
     """
     from wspec.stimuli.manifest import manifest_hash
 
-    digest = hashlib.sha256(loaded.identity.encode())
-    for module in (Path(__file__), Path(decoding.__file__)):
-        digest.update(module.read_bytes())
+    digest = source_digest(Path(__file__), Path(decoding.__file__))
+    digest.update(loaded.identity.encode())
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", loaded.name)
     name = f"{manifest_hash(manifest)[:16]}-{digest.hexdigest()[:12]}.parquet"
     return cache_dir("labels", safe) / name

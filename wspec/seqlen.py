@@ -24,8 +24,6 @@ metric grows with N; tests/test_seqlen.py checks exactly that.
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 import json
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import pandas as pd
 import torch
 
 from wspec import spectra
-from wspec.paths import atomic_write_text, cache_dir
+from wspec.paths import atomic_write_text, cache_dir, source_digest
 from wspec.spectra import METRICS, attention_eigenvalues, gram_eigenvalues, metric_values
 
 RATIO_METRICS: frozenset[str] = frozenset({"n_eff", "participation_ratio", "stable_rank"})
@@ -45,9 +43,7 @@ RATIO_METRICS: frozenset[str] = frozenset({"n_eff", "participation_ratio", "stab
 def _null_code() -> str:
     """Hash of the code a null value depends on (the metrics and this null), for its file
     name: a changed metric recomputes the nulls instead of reading stale ones."""
-    digest = hashlib.sha256(Path(spectra.__file__).read_bytes())
-    digest.update(inspect.getsource(_gaussian_null).encode())
-    return digest.hexdigest()[:12]
+    return source_digest(Path(spectra.__file__), _gaussian_null).hexdigest()[:12]
 
 
 def null_control(metric: str) -> str:

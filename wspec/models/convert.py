@@ -72,10 +72,15 @@ def _generation_config(
     )
 
 
+def is_converted(bundle: bundled.Bundle) -> bool:
+    """Whether the cache holds the bundle's conversion (its folder appears by one rename)."""
+    return (converted_dir(bundle) / "config.json").is_file()
+
+
 def convert_bundle(bundle: bundled.Bundle) -> Path:
     """Return the converted folder, converting first if the cache has none."""
     target = converted_dir(bundle)
-    if (target / "config.json").is_file():
+    if is_converted(bundle):
         return target
     raw = bundled.read_model_bytes(bundle)
     try:
@@ -110,7 +115,7 @@ def convert_bundle(bundle: bundled.Bundle) -> Path:
         )
         tmp.rename(target)
     except OSError:
-        if not (target / "config.json").is_file():
+        if not is_converted(bundle):
             raise  # a concurrent converter may have won the rename; otherwise it is real
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from wspec.errors import WspecError
 from wspec.models import architectures, bundled
-from wspec.models.convert import convert_bundle, converted_dir, special_ids
+from wspec.models.convert import convert_bundle, converted_dir, is_converted, special_ids
 from wspec.models.loaded import LoadedWhisper
 
 RANDOM_PREFIX = "random:"
@@ -206,10 +206,9 @@ def _weights_id(folder: str | Path, config: WhisperConfig) -> str:
 
 def _bundle_params(bundle: bundled.Bundle) -> int | None:
     """Parameter count from the converted safetensors header (None before conversion)."""
-    folder = converted_dir(bundle)
-    if not (folder / "config.json").is_file():
+    if not is_converted(bundle):
         return None
-    with safe_open(folder / "model.safetensors", "pt") as f:
+    with safe_open(converted_dir(bundle) / "model.safetensors", "pt") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is not a dict)
 
 
@@ -219,7 +218,7 @@ def available() -> list[ModelInfo]:
     for name, bundle in bundled.BUNDLES.items():
         try:
             bundled.part_path(bundle.parts[0])
-            ready = (converted_dir(bundle) / "config.json").is_file()
+            ready = is_converted(bundle)
             infos.append(
                 ModelInfo(
                     name,
@@ -253,7 +252,7 @@ def _random_params(base: str) -> int | None:
     """
     found = architectures.lookup(base)
     source = base if found is None else found[0].tokenizer_source(english_only=found[1])
-    if source in bundled.BUNDLES and _bundle_params(bundled.BUNDLES[source]) is None:
+    if source in bundled.BUNDLES and not is_converted(bundled.BUNDLES[source]):
         return None
     config, _ = _random_config(base)
     with torch.device("meta"):
