@@ -21,6 +21,11 @@ from wspec.spectra import METRICS
 from wspec.stimuli.tts import synthesize
 
 SETTINGS = pipeline.SpectralSettings(max_new_tokens=64)
+LONG_TEXT = (
+    "We missed the last bus and had to walk home through the quiet streets. "
+    "The soup needs a little more salt, but the bread is perfect. "
+    "Please remember to water the plants while I am away next week."
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,7 @@ def manifest(tmp_path_factory, clip_row) -> pd.DataFrame:
         "noise": ("nonspeech", "", (0.05 * rng.standard_normal(4 * 16000)).astype(np.float32)),
         "speech-a": ("clean", "The bus was late again this morning.", None),
         "speech-b": ("clean", "She painted the old fence a bright shade of blue.", None),
+        "speech-long": ("long_clean", LONG_TEXT, None),
     }
     rows = []
     for cid, (family, text, audio) in clips.items():
@@ -79,17 +85,70 @@ def test_table_schema_and_completeness(full_run: pd.DataFrame, tiny_en) -> None:
     assert list(full_run.columns) == list(pipeline.COLUMNS)
     assert (full_run["schema_version"] == pipeline.SCHEMA_VERSION).all()
     assert set(full_run["metric"]) == set(METRICS)
-    assert set(full_run["K"]) == {10, 0}
-    assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff", "budget_T"}
+    assert set(full_run["K"]) == {10, 0, SETTINGS.sensitivity_k}
+    natural = {"natural_T", "natural_win", "budget_T"}
+    sens = {
+        "sens:uncentred",
+        "sens:singular",
+        f"sens:K{SETTINGS.sensitivity_k}",
+        "sens:no_prompt_row",
+        *(f"sens:T{t}" for t in SETTINGS.sensitivity_rows),
+    }
+    assert set(full_run["control"]) == {"raw", "matched_T", "null_ratio", "null_diff"} | (
+        natural | sens
+    )
+    by_control = full_run.groupby("control")["component"].agg(set)
+    decoder = {c for c in set(full_run["component"]) if c.startswith("dec_")}
+    for control in natural:
+        assert by_control[control] == decoder  # decoding positions only
+    for control in sens:
+        assert by_control[control] == {"dec_cross_attn"}  # Table 1's first row only
+    # every site of every stimulus has every (control, metric, K) it is measured under
     sites = all_sites(tiny_en.model.config)
-    n_maps = sum(s.is_map for s in sites)
-    n_decoder = sum(s.stack == "decoder" for s in sites)
-    per_stimulus = len(METRICS) * 2 * (3 * (len(sites) - n_maps) + 2 * n_maps + n_decoder)
-    assert (full_run.groupby("stimulus_id").size() == per_stimulus).all()
+    per_site = full_run.groupby(["stimulus_id", "component", "layer"]).size()
+    assert per_site.index.droplevel(0).nunique() == len(sites)
+    assert per_site.groupby(level=[1, 2]).nunique().eq(1).all()
     # every NaN says why; no finite value carries a note
     nan = full_run["value"].isna()
     assert (full_run.loc[nan, "note"] != "").all()
     assert (full_run.loc[~nan, "note"] == "").all()
+
+
+def test_primary_control_never_contains_a_forced_row(full_run, manifest, tiny_en) -> None:
+    """natural_T of a long clip equals the metrics of a decode that was never forced; a short
+    decode gets no value at all (it is not padded)."""
+    from wspec.audio import read_audio
+    from wspec.capture import ActivationCapture, encoder_frames
+    from wspec.decoding import greedy_decode
+    from wspec.spectra import gram_eigenvalues, graph_laplacian_eigenvalues, metric_values
+
+    t0 = SETTINGS.matched_rows
+    natural = full_run[full_run.control == "natural_T"]
+    silence = natural[natural.stimulus_id == "silence"]
+    assert silence["value"].isna().all()
+    assert (silence["note"] == f"fewer than {t0} natural rows").all()
+
+    path = manifest.set_index("id").loc["speech-long", "path"]
+    audio = read_audio(path)
+    with ActivationCapture(tiny_en.model, ["decoder.1.cross_attn"]) as capture:
+        capture.start(encoder_frames(len(audio)))
+        plain = greedy_decode(tiny_en, audio, max_new_tokens=SETTINGS.max_new_tokens)
+        x = capture.collect().matrices["decoder.1.cross_attn"]
+    assert len(plain.tokens) + 1 >= t0  # the long clip has enough natural rows
+    head = x[:t0]
+    cell = natural[
+        (natural.stimulus_id == "speech-long")
+        & (natural.component == "dec_cross_attn")
+        & (natural.layer == 1)
+        & (natural.K == 10)
+    ].set_index("metric")["value"]
+    lam = gram_eigenvalues(head).numpy()
+    mu = graph_laplacian_eigenvalues(head).numpy()
+    width = max(t0, head.shape[1])
+    # Same rows through the same float64 eigen-solve: equal to round-off (1e-9 relative).
+    assert cell["n_eff"] == pytest.approx(metric_values(lam, "n_eff", 10, width), rel=1e-9)
+    assert cell["alpha"] == pytest.approx(metric_values(lam, "alpha", 10, width), rel=1e-9)
+    assert cell["log10_kf"] == pytest.approx(metric_values(mu, "log10_kf", 10), rel=1e-9)
 
 
 def test_short_decode_is_flagged_not_called_collapse(full_run: pd.DataFrame) -> None:

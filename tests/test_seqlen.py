@@ -15,7 +15,9 @@ from wspec.seqlen import (
     matched_attention_eigenvalues,
     matched_gram_eigenvalues,
     null_control,
+    prefix_indices,
     subset_indices,
+    window_indices,
 )
 from wspec.spectra import gram_eigenvalues, metric_values
 
@@ -27,7 +29,7 @@ LENGTHS = (12, 24, 48, 96, 192)
 # Matched values average 8 row subsets, which for T close to T0 overlap, so we allow
 # 4 single-draw SDs: a pass cannot come from luck, a T-dependence of the size the raw
 # metric shows (below) cannot pass.
-TOL = {"n_eff": 0.12, "log10_kf": 0.11, "alpha": 0.09}
+TOL = {"n_eff": 0.12, "log10_cond": 0.11, "alpha": 0.09}
 
 
 def _gaussian(t: int, seed: int) -> torch.Tensor:
@@ -45,7 +47,7 @@ def _raw_and_matched(metric: str, k: int) -> tuple[list[float], list[float]]:
     return raw, matched
 
 
-@pytest.mark.parametrize("metric", ["n_eff", "log10_kf", "alpha"])
+@pytest.mark.parametrize("metric", ["n_eff", "log10_cond", "alpha"])
 @pytest.mark.parametrize("k", [10, 0])
 def test_matched_T_is_flat_in_T_for_gaussian_activations(metric: str, k: int) -> None:
     raw, matched = _raw_and_matched(metric, k)
@@ -60,7 +62,7 @@ def test_matched_T_is_flat_in_T_for_gaussian_activations(metric: str, k: int) ->
         assert drift > 3 * (max(matched) - min(matched))
 
 
-@pytest.mark.parametrize("metric", ["n_eff", "participation_ratio", "log10_kf", "alpha"])
+@pytest.mark.parametrize("metric", ["n_eff", "participation_ratio", "log10_cond", "alpha"])
 def test_null_normalisation_is_flat_in_T_including_short_decodes(metric: str) -> None:
     # T = 2 is tiny.en's " you" on silence: raw N_eff = 1 by construction, null ratio 1.
     lengths = (2, 3, 5, *LENGTHS)
@@ -126,3 +128,17 @@ def test_length_curve_shows_raw_drift_and_flat_controls() -> None:
     matched = curve.loc[[12, 24, 48, 96], "matched_T"]
     assert matched.max() - matched.min() < TOL["n_eff"]
     assert np.all(np.abs(curve["null"] - 1.0) < 0.03)  # ratio, see the null test above
+
+
+def test_prefix_is_never_padded() -> None:
+    assert prefix_indices(23, 24) is None
+    assert prefix_indices(30, 24).tolist() == [list(range(24))]
+
+
+@pytest.mark.parametrize("n_rows", [24, 25, 40, 225])
+def test_windows_cover_every_row_within_the_cap(n_rows: int) -> None:
+    idx = window_indices(n_rows, 24, max_windows=32)
+    assert idx.shape[1] == 24 and len(idx) <= 32
+    assert set(idx.ravel()) == set(range(n_rows))  # every natural row is used
+    assert (np.diff(idx, axis=1) == 1).all()  # consecutive rows
+    assert window_indices(23, 24) is None

@@ -121,7 +121,7 @@ def test_undefined_values_are_nan_with_a_reason() -> None:
     assert "zero spectrum" in nan_reason(zero, "n_eff")
     short = np.array([3.0, 1.0, 0.0, 0.0])  # numerical rank 2
     assert np.isnan(condition_number_log10(short, 3))
-    assert nan_reason(short, "log10_kf", 3) == "numerical rank 2 < 3"
+    assert nan_reason(short, "log10_cond", 3) == "numerical rank 2 < 3"
     assert np.isnan(spectral_slope(short, 10))
     assert nan_reason(short, "alpha", 10) == "spectrum has 4 eigenvalues < K=10"
     # the entropy uses 0·log 0 = 0: zeros neither add rank nor produce NaN

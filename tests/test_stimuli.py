@@ -11,9 +11,12 @@ import soundfile as sf
 
 from wspec.audio import read_audio
 from wspec.errors import WspecError
-from wspec.stimuli import COLUMNS, build_stimuli, design, load_manifest
-from wspec.stimuli.build import Spec, add_user_folder, build_specs
+from wspec.stimuli import COLUMNS, FAMILIES, build_stimuli, design, load_manifest
+from wspec.stimuli.build import GROUP_SIZE, TEMPOS, Spec, add_user_folder, build_specs
 from wspec.stimuli.degrade import mix_at_snr, snr_db
+from wspec.stimuli.hell import fit_interferer, mix_talkers, rms, time_stretch
+from wspec.stimuli.sentences import SENTENCES
+from wspec.stimuli.tts import VOICES, espeak_talker
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_manifest_schema_and_links(ci_twice):
     assert clean.duration_s.between(2.0, 20.0).all()
     assert (df[df.family.isin(["nonspeech", "reversed"])].transcript == "").all()
     derived = df[df.source_id != ""]
-    assert set(derived.source_id) <= set(clean.id)
+    assert set(derived.source_id) <= set(clean.id) | set(df[df.family == "long_clean"].id)
     for row in df.itertuples():
         json.loads(row.params)
     audio = read_audio(clean.path.iloc[0])
@@ -172,3 +175,124 @@ def test_user_folder(monkeypatch, tmp_path, sentence_audio, sentence_text):
     (folder / "b.wav").write_bytes((folder / "a.wav").read_bytes())
     with pytest.raises(WspecError, match="no transcript"):
         add_user_folder(folder, set_name="mine2", progress=False)
+
+
+# --- long and short utterances, and the "Hell" condition ------------------------------
+
+
+def _params(df: pd.DataFrame) -> pd.Series:
+    return df["params"].map(json.loads)
+
+
+def _hell_rows(df: pd.DataFrame, condition: str | None = None) -> list[tuple]:
+    """(manifest row, params) of the Hell clips, of one condition if given."""
+    hell = df[df.family == "hell"]
+    pairs = zip(hell.itertuples(), _params(hell), strict=True)
+    return [(r, p) for r, p in pairs if condition in (None, p["condition"])]
+
+
+def test_ci_set_has_long_short_and_hell(ci_twice):
+    df, _ = ci_twice
+    counts = df.family.value_counts()
+    assert (counts["long_clean"], counts["short_clean"], counts["hell"]) == (2, 4, 6)
+    assert set(df.family) <= set(FAMILIES)
+    long = df[df.family == "long_clean"].set_index("id")
+    for sid, p in zip(long.index, _params(long), strict=True):
+        assert long.loc[sid, "transcript"] == " ".join(SENTENCES[i] for i in p["sentences"])
+    short = df[df.family == "short_clean"]
+    assert set(short.transcript) == {"Thank you."}
+    assert {p["voice"] for p in _params(short)} == set(VOICES)
+    hell = df[df.family == "hell"]
+    assert set(hell.source_id) == set(long.index)
+    assert (hell.transcript == long.loc[hell.source_id, "transcript"].to_numpy()).all()
+    levels = {(p["condition"], p["level"]) for _, p in _hell_rows(df)}
+    assert levels == {("tempo", "3.5"), ("talkers", "4"), ("noise", "0db-white"),
+                      ("noise", "0db-pink")}  # fmt: skip
+    # Whisper sees 30 s: no Hell clip may be longer (read_audio refuses longer files).
+    assert (hell.duration_s <= 30.0).all()
+    for path in hell.path:
+        read_audio(path)
+
+
+def test_default_design_of_long_short_and_hell():
+    specs = design("default")
+    by_family = pd.Series([s.family for s in specs]).value_counts()
+    assert (by_family["long_clean"], by_family["short_clean"]) == (16, 12)
+    long = {s.id: s for s in specs if s.family == "long_clean"}
+    assert pd.Series([s.params["voice"] for s in long.values()]).value_counts().eq(4).all()
+    hell = [s for s in specs if s.family == "hell"]
+    per_source = pd.Series([s.source_id for s in hell]).value_counts()
+    assert set(per_source.index) == set(long) and (per_source == 10).all()
+    assert {(s.params["condition"], s.params["level"].split("-")[0]) for s in hell} == {
+        ("tempo", "1.5"), ("tempo", "2.5"), ("tempo", "3.5"), ("tempo", "0.8"),
+        ("talkers", "2"), ("talkers", "4"), ("talkers", "6"), ("noise", "0db"),
+        ("tempo+noise", "2.5+0db"), ("talkers+tempo", "2+1.5"),
+    }  # fmt: skip
+    for s in hell:
+        if "talkers" in s.params:
+            voices, texts = s.params["interferers"], s.params["interferer_sentences"]
+            assert len(voices) == len(set(voices)) == s.params["talkers"] - 1
+            assert not set(voices) & set(VOICES)
+            heard = {i for group in texts for i in group}
+            assert len(heard) == GROUP_SIZE * len(texts)  # each interferer: its own text
+            assert not heard & set(long[s.source_id].params["sentences"])
+
+
+@pytest.mark.parametrize("factor", TEMPOS)
+def test_time_stretch_scales_duration(sentence_audio, factor):
+    out = time_stretch(sentence_audio, factor)
+    # sox 14.4 flushes to round(N / F) samples; 2 % leaves room for WSOLA's segment
+    # rounding (segments of ~82 ms with -s), which other sox builds may not flush away.
+    assert out.size == pytest.approx(sentence_audio.size / factor, rel=0.02)
+    assert time_stretch(sentence_audio, factor).tobytes() == out.tobytes()
+
+
+def test_stored_tempo_clips_have_the_stated_duration(ci_twice):
+    df, _ = ci_twice
+    duration = df.set_index("id").duration_s
+    tempo = [(row, p["tempo"]) for row, p in _hell_rows(df) if "tempo" in p]
+    assert tempo
+    for row, factor in tempo:
+        assert row.duration_s == pytest.approx(duration[row.source_id] / factor, rel=0.02)
+
+
+def test_talker_mixture_has_equal_rms_talkers(sentence_audio):
+    talkers = [
+        espeak_talker(SENTENCES[50], "en-us+m3"),  # shorter than the target: looped
+        espeak_talker(" ".join(SENTENCES[60:66]), "en-gb+f2"),  # longer: trimmed
+    ]
+    fitted = [fit_interferer(sentence_audio, t) for t in talkers]
+    for f in fitted:
+        assert f.size == sentence_audio.size
+        # Computed in float64: equal to rounding, far inside the 0.01 dB asked for.
+        assert 20 * np.log10(rms(f) / rms(sentence_audio)) == pytest.approx(0.0, abs=0.01)
+    mix = mix_talkers(sentence_audio, talkers).astype(np.float64)
+    # float32 storage of the sum: the residual stays below 1e-6 of full scale.
+    np.testing.assert_allclose(mix - sum(fitted), sentence_audio, atol=1e-6)
+
+
+def test_stored_talker_clip_is_the_equal_rms_mixture(ci_twice):
+    df, _ = ci_twice
+    rows = _hell_rows(df, "talkers")
+    assert rows
+    for row, p in rows:
+        source = read_audio(df.set_index("id").loc[row.source_id, "path"])
+        talkers = [
+            espeak_talker(" ".join(SENTENCES[i] for i in sentences), voice)
+            for voice, sentences in zip(p["interferers"], p["interferer_sentences"], strict=True)
+        ]
+        assert len(talkers) == p["talkers"] - 1
+        fitted = [fit_interferer(source, t) for t in talkers]
+        assert [rms(f) for f in fitted] == pytest.approx([rms(source)] * len(fitted), rel=1e-9)
+        residual = read_audio(row.path).astype(np.float64) - sum(fitted)
+        np.testing.assert_allclose(residual, source, atol=1e-6)
+
+
+def test_stored_hell_noise_is_0db(ci_twice):
+    df, _ = ci_twice
+    rows = _hell_rows(df, "noise")
+    assert {p["color"] for _, p in rows} == {"white", "pink"}
+    for row, p in rows:
+        source = read_audio(df.set_index("id").loc[row.source_id, "path"])
+        got = snr_db(source, read_audio(row.path))
+        assert abs(got - p["snr_db"]) < 0.1 and p["snr_db"] == 0.0, (row.id, got)

@@ -36,6 +36,7 @@ from wspec.seqlen import null_control
 from wspec.stats import (
     CLEAN_FAMILIES,
     CONTROL_FAMILIES,
+    PROTOCOL_FAMILIES,
     TABLE1_COMPONENTS,
     TABLE1_METRICS,
     adjust_pvalues,
@@ -346,10 +347,11 @@ def balanced_subset(stimuli: pd.DataFrame, per_group: int | None, seed: int = 0)
 
 def stressed_group(family: str) -> str | None:
     """ "clean" for the clean families, None for control families (e.g. gauss_control, which
-    `wspec.stats` also leaves out), "stressed" for every other."""
+    `wspec.stats` also leaves out) and for the paper-protocol families (compared only in
+    `wspec.protocol`), "stressed" for every other."""
     if family in CLEAN_FAMILIES:
         return "clean"
-    return None if family in CONTROL_FAMILIES else "stressed"
+    return None if family in (*CONTROL_FAMILIES, *PROTOCOL_FAMILIES) else "stressed"
 
 
 def spectra_by_stimulus(
@@ -448,38 +450,88 @@ def kl_table(
 
 
 def pick_clips(
-    stimuli: pd.DataFrame, *, n_clean: int = 2, n_stressed: int = 2, max_s: float = MAX_CLIP_S
+    stimuli: pd.DataFrame,
+    *,
+    n_clean: int = 2,
+    n_stressed: int = 2,
+    max_s: float = MAX_CLIP_S,
+    clean_families: Sequence[str] = CLEAN_FAMILIES,
+    stress_order: Sequence[str] = STRESS_ORDER,
+    eligible: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """A deterministic small subset: the first `n_clean` clean clips and `n_stressed` stressed
-    clips, one per family in `STRESS_ORDER` (then round-robin), all at most `max_s` long."""
+    """A deterministic subset: `n_clean` clips of `clean_families` (in that order) and
+    `n_stressed` stressed clips, one per family of `stress_order` per round, all at most
+    `max_s` long and, when `eligible` is given, among those ids (e.g. the clips whose
+    spectral signature is defined, i.e. whose decodes are long enough).
+
+    Within a family, clips come one resampling unit at a time (`gain_signature.clip_units`):
+    a source gives its second clip only after every source gave one, so six Hell clips are
+    six utterances rather than six conditions of one, and a bootstrap over units has as
+    many units as the subset allows. The k-th unit starts at its k-th clip, so those six
+    utterances also come under six different conditions. Column ``group`` says "clean" or
+    "stressed".
+    """
+    from wspec.gain_signature import clip_units
+
     ok = stimuli[stimuli["duration_s"] <= max_s]
-    clean = ok[ok["family"].isin(CLEAN_FAMILIES)].head(n_clean)
-    pools = [ok[ok["family"] == f] for f in STRESS_ORDER if (ok["family"] == f).any()]
+    if eligible is not None:
+        ok = ok[ok["id"].astype(str).isin(list(eligible))]
+    units = ok.groupby([ok["family"], clip_units(ok)], sort=False)
+    k = units.ngroup().groupby(ok["family"]).rank(method="dense") - 1  # unit number in family
+    spread = (units.cumcount() - k) % units["id"].transform("size")  # the round it is drawn in
+    ok = ok.loc[spread.sort_values(kind="stable").index]
+    pools = {f: ok[ok["family"] == f] for f in ok["family"].unique()}
+    clean = [pools[f] for f in dict.fromkeys(clean_families) if f in pools]
+    clean = pd.concat(clean).head(n_clean) if clean else ok.iloc[:0]
+    stress = [pools[f] for f in dict.fromkeys(stress_order) if f in pools]  # each family once
     chosen, depth = [], 0
-    while len(chosen) < n_stressed and any(len(p) > depth for p in pools):
-        chosen += [p.iloc[[depth]] for p in pools if len(p) > depth]
+    while len(chosen) < n_stressed and any(len(p) > depth for p in stress):
+        chosen += [p.iloc[[depth]] for p in stress if len(p) > depth]
         depth += 1
     stressed = pd.concat(chosen).head(n_stressed) if chosen else ok.iloc[:0]
     if len(clean) < min(n_clean, 1) or len(stressed) < min(n_stressed, 1):
-        raise WspecError("the stimulus set lacks clean or stressed clips under 30 s")
-    return pd.concat([clean, stressed], ignore_index=True)
+        raise WspecError(
+            f"the stimulus set lacks clean ({list(clean_families)}) or stressed "
+            f"({list(stress_order)}) clips under {max_s:g} s"
+            + (" among the eligible ones" if eligible is not None else "")
+        )
+    return pd.concat(
+        [clean.assign(group="clean"), stressed.assign(group="stressed")], ignore_index=True
+    )
 
 
-def jacobian_table(specs: Sequence[str], clips: pd.DataFrame, **kwargs) -> pd.DataFrame:
+def jacobian_table(
+    specs: Sequence[str], clips: pd.DataFrame, *, decodes: pd.DataFrame | None = None, **kwargs
+) -> pd.DataFrame:
     """`wspec.jacobian.measure_clips` for each model on the same clips (cached there).
 
-    `kwargs` go to measure_clips (steps, frames, n_probes, max_new_tokens, ...). The model
-    column holds the spec as given, so a run's name and its untrained twin line up.
+    `decodes`: the runs' decodes (columns model, stimulus_id, tokens: a list or its JSON, as
+    `wspec.pipeline` writes it); a model's clips found there are measured on those tokens
+    (the rows the spectra came from) instead of being decoded again, the others (e.g. the
+    untrained twin's) are decoded. `kwargs` go to measure_clips (steps, frames, n_probes,
+    tol, max_new_tokens, ...). The model column holds the spec as given, so a run's name and
+    its untrained twin line up. Each row also gets its clip's ``cluster`` (resampling unit,
+    `gain_signature.clip_units`) and, when `clips` has one, its ``group``: intervals
+    resample clips or their sources, never the layers and steps of one decode.
     """
     from wspec.audio import read_audio
+    from wspec.gain_signature import clip_units
     from wspec.jacobian import measure_clips
     from wspec.models import load
 
     audio = {str(r["id"]): (str(r["family"]), read_audio(r["path"])) for _, r in clips.iterrows()}
+    meta = pd.DataFrame({"stimulus_id": clips["id"].astype(str), "cluster": clip_units(clips)})
+    if "group" in clips.columns:
+        meta["group"] = clips["group"].to_numpy()
     frames = []
     for spec in specs:
-        table = measure_clips(load(spec), audio, **kwargs)
-        frames.append(table.assign(model=spec))
+        tokens = {}
+        if decodes is not None:
+            known = decodes[(decodes["model"] == spec) & decodes["stimulus_id"].isin(list(audio))]
+            parsed = [json.loads(t) if isinstance(t, str) else t for t in known["tokens"]]
+            tokens = dict(zip(known["stimulus_id"].astype(str), parsed, strict=True))
+        table = measure_clips(load(spec), audio, tokens=tokens, **kwargs)
+        frames.append(table.assign(model=spec).merge(meta, on="stimulus_id", how="left"))
     return pd.concat(frames, ignore_index=True)
 
 

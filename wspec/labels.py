@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from wspec import decoding
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
+from wspec.errors import WspecError
 from wspec.paths import atomic_path, cache_dir, source_digest
 
 INSERT_RUN = 3
@@ -185,25 +186,65 @@ def label_stimuli(
         **kwargs,
     ):
         dec = greedy_decode(loaded, read_audio(stim.path, allow_long=True))
-        row = label_transcript(
-            stim.transcript,
-            dec.text,
-            avg_logprob=dec.avg_logprob,
-            no_speech_prob=dec.no_speech_prob,
+        rows.append(
+            _row(
+                loaded.name,
+                stim._asdict(),
+                dec.text,
+                dec.avg_logprob,
+                dec.no_speech_prob,
+                len(dec.tokens),
+            )
         )
-        row.update(
-            model=loaded.name,
-            stimulus_id=stim.id,
-            family=stim.family,
-            source_id=stim.source_id,
-            n_tokens=len(dec.tokens),
-        )
-        rows.append(row)
     df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
     if cache:
         with atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False)
     return df
+
+
+def labels_from_decodes(decodes: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Label the decodes a spectral run already made (its `*.decodes.parquet`): no new decode.
+
+    The run's decode is the same greedy decode `label_stimuli` makes (its reported tokens,
+    log-probs and no-speech probability are the natural ones), so labelling it instead of
+    decoding again gives identical labels at no cost.
+    """
+    ref = manifest.set_index("id")
+    missing = sorted(set(decodes["stimulus_id"]) - set(ref.index))
+    if missing:
+        raise WspecError(
+            f"{len(missing)} decoded stimuli are not in the manifest (e.g. {missing[0]!r}); "
+            "label a run with the manifest it was run on."
+        )
+    rows = [
+        _row(
+            dec.model,
+            {"id": dec.stimulus_id, **ref.loc[dec.stimulus_id]},
+            dec.text,
+            dec.avg_logprob,
+            dec.no_speech_prob,
+            int(dec.n_tokens),
+        )
+        for dec in decodes.itertuples(index=False)
+    ]
+    return pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+
+
+def _row(
+    model: str, stim: dict, text: str, avg_logprob: float, no_speech_prob: float, n_tokens: int
+) -> dict:
+    """One labels row: `label_transcript` of a decode plus the stimulus it came from."""
+    row = label_transcript(
+        stim["transcript"], text, avg_logprob=avg_logprob, no_speech_prob=no_speech_prob
+    )
+    return row | {
+        "model": model,
+        "stimulus_id": stim["id"],
+        "family": stim["family"],
+        "source_id": stim["source_id"],
+        "n_tokens": n_tokens,
+    }
 
 
 def summarize(labels: pd.DataFrame) -> pd.DataFrame:

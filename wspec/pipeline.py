@@ -1,22 +1,30 @@
 """Run the spectral instrument over a stimulus set and return one tidy table.
 
 For each stimulus: read the audio, greedy-decode it with every capture site hooked
-(wspec.capture), turn each site's matrix into an eigen-spectrum (wspec.spectra, batched
-per stimulus: one eigen-solve per matrix shape) and compute every metric at every K under
-three controls (wspec.seqlen):
+(wspec.capture), turn each site's matrix into spectra (wspec.spectra, batched per stimulus:
+one eigen-solve per matrix shape) and compute every metric at every K under these controls
+(wspec.seqlen).  Everything except budget_T is measured on the *natural* rows only: the
+decision rows of tokens the model chose before its own end-of-text.
 
-  raw                  the metric of the matrix as captured
+  natural_T            decoder: the first T₀ natural rows; NaN (never padded) for decodes
+                       with fewer — the primary control of Table 1
+  natural_win          decoder: the mean over T₀-row windows of the natural rows (a second
+                       estimate that uses the whole decode, not just its start)
+  raw                  the metric of the natural matrix as captured (its own length)
   matched_T            mean over seeded row subsets of a common size (T₀ decoder rows,
                        F₀ encoder frames); NaN for shorter matrices
   null_ratio/null_diff the metric relative to iid Gaussian matrices of the same shape
                        (activations only; there is no Gaussian analogue of an attention map)
-  budget_T             decoder sites only: the first T₀ decision rows of a decode with a
-                       fixed budget (end-of-text suppressed until T₀ rows exist), so short
-                       hallucinations such as " you" are measured at the common shape too
+  budget_T             SENSITIVITY ANALYSIS ONLY, decoder sites: the first T₀ decision rows
+                       of a decode whose end-of-text is suppressed until T₀ rows exist, so a
+                       short decode is padded with a continuation the model did not choose
+  sens:*               SENSITIVITY ANALYSIS ONLY, decoder cross-attention: natural_T with
+                       one analysis choice changed (uncentred rows, singular values, K = 5,
+                       without the prompt row, T₀ = 16 or 32)
 
 The decode runs once: with the budget in place, the natural decode's activations are the
-first n_tokens + 1 rows (the decoder is causal), so raw/matched_T/null use those rows and
-budget_T uses the first T₀.
+first n_tokens + 1 rows (the decoder is causal), so every natural control uses those rows
+and budget_T uses the first T₀.
 
 Results are cached per stimulus under cache_dir("runs", <model>) in files named by a
 content hash of (model, stimulus audio sha256, wspec code, settings).  Each file is
@@ -51,27 +59,36 @@ from wspec.seqlen import (
     apply_null,
     average_metric,
     gaussian_null,
-    matched_attention_eigenvalues,
-    matched_gram_eigenvalues,
     null_control,
+    prefix_indices,
     subset_indices,
+    window_indices,
 )
 from wspec.spectra import (
+    GRAPH_METRICS,
+    MAX_GRAPH_NODES,
     METRICS,
     attention_eigenvalues,
     gram_eigenvalues,
+    graph_laplacian_eigenvalues,
     metric_values,
     nan_reason,
 )
 from wspec.stimuli import build_stimuli
+from wspec.units import model_input_key, resampling_unit
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Metrics of the sensitivity variants (Table 1's three, plus the condition number that the
+#: book called K_f before it measured the paper's Kirchhoff index).
+SENSITIVITY_METRICS: tuple[str, ...] = ("n_eff", "log10_kf", "alpha", "log10_cond")
 COLUMNS: tuple[str, ...] = (
     "schema_version",
     "model",
     "stimulus_id",
     "family",
     "source_id",
+    "cluster",  # the independent resampling unit (wspec.units.resampling_unit)
+    "input_key",  # hash of the 30 s window Whisper sees: equal keys = the same model input
     "layer",
     "component",
     "control",
@@ -86,6 +103,8 @@ DECODE_COLUMNS: tuple[str, ...] = (
     "model",
     "stimulus_id",
     "family",
+    "cluster",
+    "input_key",
     "text",
     "tokens",
     "n_tokens",
@@ -95,6 +114,10 @@ DECODE_COLUMNS: tuple[str, ...] = (
 )
 # Source files whose change changes the numbers; their hash is part of every cache key.
 _CODE_FILES = ("capture.py", "spectra.py", "seqlen.py", "pipeline.py", "decoding.py", "audio.py")
+#: Columns of a cached per-stimulus result: everything but the resampling units, which are a
+#: property of the design (wspec.units), added when the table is assembled, so that a change
+#: to the units never recomputes a spectrum.
+SPECTRAL_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("cluster", "input_key"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,13 @@ class SpectralSettings:
     """Everything besides model and audio that the numbers depend on (part of the cache key)."""
 
     ks: tuple[int, ...] = (10, 0)  # dominant modes K; 0 = full spectrum
-    matched_rows: int = 12  # T₀ decoder rows (≥ K + 2 so K = 10 is defined after centring)
+    # T₀ decoder rows: centred, T₀ rows have T₀ − 1 nonzero eigenvalues, so K = 10 is the
+    # top 43 % of the spectrum (at T₀ = 12 it was all of it); 24 natural tokens is a long
+    # sentence, which the paper's long, wrong "Hell" decodes reach and a one-word
+    # hallucination does not (see natural_T).
+    matched_rows: int = 24
+    sensitivity_rows: tuple[int, ...] = (16, 32)  # T₀ alternatives of the sensitivity table
+    sensitivity_k: int = 5  # K alternative of the sensitivity table
     matched_frames: int = 150  # F₀ encoder frames (3 s of audio)
     n_subsets: int = 8  # random row subsets averaged per matched decoder value
     encoder_subsets: int = 2  # ≥ 150-frame subsets vary little; the eigen-solves are costly
@@ -147,67 +176,165 @@ def _safe(name: str) -> str:
 
 # --- spectra of one captured decode ---------------------------------------------------
 def _groups(sites: list[Site], matrices: dict[str, torch.Tensor]) -> list[list[Site]]:
-    """Sites sharing kind (activation/map), stack and matrix shape: one eigen-solve each."""
+    """Sites measured alike (same kind, stack, matrix shape and set of controls — see
+    `_variants`): one batched eigen-solve per group."""
     groups: dict[tuple, list[Site]] = {}
     for s in sites:
-        groups.setdefault((s.is_map, s.stack, tuple(matrices[s.name].shape)), []).append(s)
+        key = (s.is_map, s.stack, s.part == "cross_attn", tuple(matrices[s.name].shape))
+        groups.setdefault(key, []).append(s)
     return list(groups.values())
 
 
+@dataclass(frozen=True)
+class _Variant:
+    """One way of measuring a group's matrices: which row sets, centred or not, which K."""
+
+    control: str
+    idx: np.ndarray | None  # (R, t) row index sets; None = all rows; metric averaged over R
+    why_missing: str  # note when `idx` cannot be drawn (matrix too short)
+    center: bool = True
+    singular: bool = False  # metrics of singular values (√λ) instead of eigenvalues
+    ks: tuple[int, ...] | None = None  # None: the settings' ks
+    metrics: tuple[str, ...] = METRICS
+
+
+def _variants(
+    site: Site, n_rows: int, settings: SpectralSettings, raw_only: bool
+) -> tuple[list[_Variant], bool]:
+    """The controls measured on one group's rows, and whether the Gaussian null applies."""
+    if raw_only:
+        return [_Variant("raw", None, "")], False
+    t0 = settings.matched_frames if site.stack == "encoder" else settings.matched_rows
+    subsets = settings.n_subsets if site.stack == "decoder" else settings.encoder_subsets
+    short = f"fewer than {t0} rows"
+    out = [
+        _Variant("raw", None, ""),
+        _Variant("matched_T", subset_indices(n_rows, t0, subsets, settings.seed), short),
+    ]
+    if site.stack == "decoder":
+        out += [
+            _Variant("natural_T", prefix_indices(n_rows, t0), f"fewer than {t0} natural rows"),
+            _Variant("natural_win", window_indices(n_rows, t0), f"fewer than {t0} natural rows"),
+        ]
+    if site.part == "cross_attn":  # Table 1's first row: every analysis choice, one at a time
+        out += _sensitivity_variants(n_rows, settings)
+    return out, not site.is_map
+
+
+def _sensitivity_variants(n_rows: int, settings: SpectralSettings) -> list[_Variant]:
+    """Departures from natural_T, one choice each (`SENSITIVITY` names them)."""
+    t0, head = settings.matched_rows, prefix_indices(n_rows, settings.matched_rows)
+    short = f"fewer than {t0} natural rows"
+    out = [
+        _Variant("sens:uncentred", head, short, center=False),
+        _Variant("sens:singular", head, short, singular=True),
+        _Variant(f"sens:K{settings.sensitivity_k}", head, short, ks=(settings.sensitivity_k,)),
+    ]
+    no_prompt = None if n_rows < t0 + 1 else np.arange(1, t0 + 1)[None, :]
+    out.append(_Variant("sens:no_prompt_row", no_prompt, f"fewer than {t0 + 1} natural rows"))
+    for t in settings.sensitivity_rows:
+        out.append(
+            _Variant(f"sens:T{t}", prefix_indices(n_rows, t), f"fewer than {t} natural rows")
+        )
+    return [dataclasses.replace(v, metrics=SENSITIVITY_METRICS) for v in out]
+
+
+def _spectra(x: torch.Tensor, is_map: bool, center: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(main spectrum, activation-graph Laplacian spectrum) of matrices (..., N, w).
+
+    The graph spectrum is NaN for N > MAX_GRAPH_NODES (see wspec.spectra).
+    """
+    lam = attention_eigenvalues(x) if is_map else gram_eigenvalues(x, center=center)
+    n = x.shape[-2]
+    if n <= MAX_GRAPH_NODES:
+        mu = graph_laplacian_eigenvalues(x, center=center).cpu().numpy()
+    else:
+        mu = np.full((*x.shape[:-1],), np.nan)
+    return lam.cpu().numpy(), mu
+
+
+def _values(
+    lam: np.ndarray, mu: np.ndarray, metric: str, k: int, n_max: int, averaged: bool
+) -> np.ndarray:
+    """One metric per matrix; `averaged`: spectra carry a subset axis to average over."""
+    eigs = mu if metric in GRAPH_METRICS else lam
+    if averaged:
+        return average_metric(eigs, metric, k, n_max)
+    return np.atleast_1d(np.asarray(metric_values(eigs, metric, k, n_max), dtype=np.float64))
+
+
 def _group_rows(
-    group: list[Site], matrices: dict[str, torch.Tensor], settings: SpectralSettings
+    group: list[Site],
+    matrices: dict[str, torch.Tensor],
+    settings: SpectralSettings,
+    raw_only: bool = False,
 ) -> dict[str, list[dict]]:
     """Rows of every site in one shape group, metrics vectorised over the group."""
     x = torch.stack([matrices[s.name] for s in group])  # (B, N, w)
     n_rows, width = x.shape[1:]
-    is_map, stack = group[0].is_map, group[0].stack
-    t0 = settings.matched_frames if stack == "encoder" else settings.matched_rows
-    subsets = settings.n_subsets if stack == "decoder" else settings.encoder_subsets
-    lam = (attention_eigenvalues if is_map else gram_eigenvalues)(x).cpu().numpy()
-    idx = subset_indices(n_rows, t0, subsets, settings.seed)
-    lam_sub = None
-    if idx is not None:
-        fn = matched_attention_eigenvalues if is_map else matched_gram_eigenvalues
-        lam_sub = fn(x, idx).cpu().numpy()  # (B, R, m)
-    null = None
-    if not is_map:
-        null = gaussian_null(n_rows, width, settings.ks, settings.null_draws, settings.seed)
-    n_max = max(n_rows, width)
+    is_map = group[0].is_map
+    variants, with_null = _variants(group[0], n_rows, settings, raw_only)
     out: dict[str, list[dict]] = {s.name: [] for s in group}
-    for k in settings.ks:
-        for m in METRICS:
-            raw = np.atleast_1d(metric_values(lam, m, k, n_max))
-            sub = np.full(len(group), np.nan)
-            if lam_sub is not None:
-                sub = average_metric(lam_sub, m, k, max(t0, width))
-            normed = None if null is None else apply_null(m, raw, null[(m, k)])
-            for b, s in enumerate(group):
-                why = nan_reason(lam[b], m, k, n_max) if np.isnan(raw[b]) else ""
-                why_sub = (
-                    ""
-                    if np.isfinite(sub[b])
-                    else (
-                        f"fewer than {t0} rows" if lam_sub is None else "undefined on every subset"
+
+    def emit(control: str, metric: str, k: int, values, notes) -> None:
+        base = {"control": control, "metric": metric, "K": k, "n_rows": n_rows}
+        for b, s in enumerate(group):
+            out[s.name].append(
+                base
+                | {"layer": s.layer, "component": s.component}
+                | {"value": float(values[b]), "note": notes[b]}
+            )
+
+    for v in variants:
+        ks = v.ks or settings.ks
+        if v.idx is None and v.control != "raw":
+            for k in ks:
+                for m in v.metrics:
+                    emit(v.control, m, k, np.full(len(group), np.nan), [v.why_missing] * len(group))
+            continue
+        rows = x if v.idx is None else x[..., torch.as_tensor(v.idx, device=x.device), :]
+        lam, mu = _spectra(rows, is_map, v.center)
+        if v.singular:
+            lam = np.sqrt(lam)
+        t = n_rows if v.idx is None else v.idx.shape[1]
+        n_max = max(t, width)
+        for k in ks:
+            for m in v.metrics:
+                vals = _values(lam, mu, m, k, n_max, averaged=v.idx is not None)
+                if v.idx is None:
+                    eigs = mu if m in GRAPH_METRICS else lam
+                    notes = [
+                        nan_reason(eigs[b], m, k, n_max) if np.isnan(vals[b]) else ""
+                        for b in range(len(group))
+                    ]
+                    if m in GRAPH_METRICS and n_rows > MAX_GRAPH_NODES:
+                        notes = [f"graph of {n_rows} nodes not solved"] * len(group)
+                else:
+                    notes = [
+                        "" if np.isfinite(val) else "undefined on every row set" for val in vals
+                    ]
+                emit(v.control, m, k, vals, notes)
+                if v.control == "raw" and with_null:
+                    null = gaussian_null(
+                        n_rows, width, settings.ks, settings.null_draws, settings.seed
                     )
-                )
-                cells = [("raw", raw[b], why), ("matched_T", sub[b], why_sub)]
-                if normed is not None:
-                    why_null = why or ("" if np.isfinite(normed[b]) else "null undefined")
-                    cells.append((null_control(m), normed[b], why_null))
-                base = {"layer": s.layer, "component": s.component, "metric": m, "K": k}
-                out[s.name].extend(
-                    base | {"control": c, "value": float(v), "n_rows": n_rows, "note": note}
-                    for c, v, note in cells
-                )
+                    normed = apply_null(m, vals, null[(m, k)])
+                    why = [
+                        n or ("" if np.isfinite(z) else "null undefined")
+                        for n, z in zip(notes, normed, strict=True)
+                    ]
+                    emit(null_control(m), m, k, normed, why)
     return out
 
 
-def spectral_rows(captured: Captured, sites: list[Site], settings: SpectralSettings) -> list[dict]:
+def spectral_rows(
+    captured: Captured, sites: list[Site], settings: SpectralSettings, raw_only: bool = False
+) -> list[dict]:
     """Tidy rows (layer, component, control, metric, K, value, n_rows, note) of one decode,
-    in site order."""
+    in site order; `raw_only` measures the matrices as given and nothing else."""
     by_site: dict[str, list[dict]] = {}
     for group in _groups(sites, captured.matrices):
-        by_site |= _group_rows(group, captured.matrices, settings)
+        by_site |= _group_rows(group, captured.matrices, settings, raw_only)
     return [row for s in sites for row in by_site[s.name]]
 
 
@@ -247,8 +374,7 @@ def _analyse_stimulus(
     budget = decoder_prefix(captured, settings.matched_rows)
     rows += [
         r | {"control": "budget_T"}
-        for r in spectral_rows(budget, decoder_sites, settings)
-        if r["control"] == "raw"
+        for r in spectral_rows(budget, decoder_sites, settings, raw_only=True)
     ]
     ident = {
         "schema_version": SCHEMA_VERSION,
@@ -258,7 +384,7 @@ def _analyse_stimulus(
         "source_id": str(stim["source_id"]),
         "n_tokens": len(decoded.tokens),
     }
-    df = pd.DataFrame([ident | r for r in rows], columns=list(COLUMNS))
+    df = pd.DataFrame([ident | r for r in rows], columns=list(SPECTRAL_COLUMNS))
     decode = {
         "model": loaded.name,
         "stimulus_id": str(stim["id"]),
@@ -273,21 +399,22 @@ def _analyse_stimulus(
     return _typed(df), decode
 
 
+def _units(stim: pd.Series) -> dict[str, str]:
+    """The resampling unit and model-input key of one stimulus (see wspec.units)."""
+    family, sid, source = str(stim["family"]), str(stim["id"]), str(stim["source_id"])
+    return {
+        "cluster": resampling_unit(family, sid, source, stim.get("params", "{}")),
+        "input_key": model_input_key(read_audio(stim["path"], allow_long=True)),
+    }
+
+
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("schema_version", "layer", "K", "n_tokens", "n_rows"):
         df[col] = df[col].astype("int64")
     df["value"] = df["value"].astype("float64")
-    for col in (
-        "model",
-        "stimulus_id",
-        "family",
-        "source_id",
-        "component",
-        "control",
-        "metric",
-        "note",
-    ):
-        df[col] = df[col].astype(str)
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = df[col].astype(str)
     return df
 
 
@@ -359,8 +486,9 @@ def run_model(
             else:
                 df, decode = _analyse_stimulus(loaded, capture, stim, settings)
                 _write_result(path, df, decode)
-            tables.append(df)
-            decodes.append(decode)
+            units = _units(stim)
+            tables.append(df.assign(**units)[list(COLUMNS)])
+            decodes.append(decode | units)
     table = _typed(pd.concat(tables, ignore_index=True))
     target = Path(out) if out is not None else default_output(loaded.name, set_name)
     with atomic_path(target) as tmp:

@@ -33,7 +33,15 @@ import torch
 
 from wspec import spectra
 from wspec.paths import atomic_write_text, cache_dir, source_digest
-from wspec.spectra import METRICS, attention_eigenvalues, gram_eigenvalues, metric_values
+from wspec.spectra import (
+    GRAPH_METRICS,
+    MAX_GRAPH_NODES,
+    METRICS,
+    attention_eigenvalues,
+    gram_eigenvalues,
+    graph_laplacian_eigenvalues,
+    metric_values,
+)
 
 RATIO_METRICS: frozenset[str] = frozenset({"n_eff", "participation_ratio", "stable_rank"})
 """Metrics normalised by division (size-like); all others are normalised by subtraction."""
@@ -72,6 +80,26 @@ def subset_indices(n_rows: int, t0: int, n_subsets: int, seed: int) -> np.ndarra
     return np.sort(
         np.stack([rng.choice(n_rows, size=t0, replace=False) for _ in range(n_subsets)]), axis=1
     )
+
+
+def prefix_indices(n_rows: int, t0: int) -> np.ndarray | None:
+    """The first t0 rows as one row set (1, t0); None if n_rows < t0 (never padded)."""
+    return None if n_rows < t0 else np.arange(t0)[None, :]
+
+
+def window_indices(n_rows: int, t0: int, max_windows: int = 32) -> np.ndarray | None:
+    """(W, t0) consecutive row windows covering all n_rows rows; None if n_rows < t0.
+
+    Windows start every ⌈(n_rows − t0)/(max_windows − 1)⌉ rows and the last one ends at the
+    last row, so a long decode contributes at most `max_windows` windows spread over its
+    whole length (bounded cost, every row used).
+    """
+    if n_rows < t0:
+        return None
+    span = n_rows - t0
+    step = max(1, -(-span // max(max_windows - 1, 1)))
+    starts = sorted(set(range(0, span + 1, step)) | {span})
+    return np.stack([np.arange(s, s + t0) for s in starts])
 
 
 def matched_gram_eigenvalues(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
@@ -127,9 +155,13 @@ def _gaussian_null(
         gen = torch.Generator().manual_seed(int(state))
         x = torch.randn(draws, n_rows, d, generator=gen, dtype=torch.float64)
         eigs = gram_eigenvalues(x).numpy()
+        graph = np.full((draws, n_rows), np.nan)
+        if n_rows <= MAX_GRAPH_NODES:
+            graph = graph_laplacian_eigenvalues(x).numpy()
         n_max = max(n_rows, d)
         for m, k in wanted:
-            values = np.asarray(metric_values(eigs, m, k, n_max), dtype=np.float64)
+            spectrum = graph if m in GRAPH_METRICS else eigs
+            values = np.asarray(metric_values(spectrum, m, k, n_max), dtype=np.float64)
             stored[f"{m}@{k}"] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         atomic_write_text(path, json.dumps(stored, sort_keys=True))
     return tuple(

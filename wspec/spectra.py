@@ -15,8 +15,21 @@ with negative round-off clamped to 0:
   λ = σ(M)² = eig(M Mᵀ), so λ₁ = 1 always and the rest says how many distinct
   "where to listen" patterns the rows use.
 
-All metrics are scale-invariant functions of λ (the normalisation constant never
-matters).  They accept eigenvalues on the last axis of an array (any order) and return
+A third spectrum belongs to the *activation graph* of the same rows, for the paper's
+Kirchhoff index K_f:
+
+* **Activation graph** of X (N rows): one node per row (decoding position), edge weight
+  w_ij = |cos(x_i − x̄, x_j − x̄)| between centred rows (i ≠ j), Laplacian L = D − W,
+  spectrum μ = eig(L) (descending).  The Kirchhoff index is Kf = N · Σ 1/μ_i over the
+  nonzero μ_i, the sum of resistance distances over all node pairs.  Why this graph:
+  absolute cosine of centred rows is the correlation structure the covariance spectrum
+  summarises, it needs no bandwidth (a Gaussian kernel would), it is invariant to the
+  scale of each row, and its two ends read naturally — rows that all share one direction
+  (a rank-one collapse) form a complete graph with Kf = N − 1, its minimum, while rows
+  that point in unrelated directions give weak edges and a large Kf.
+
+All metrics are scale-invariant functions of their spectrum (the normalisation constant
+never matters).  They accept eigenvalues on the last axis of an array (any order) and return
 one value per spectrum; NaN (never a sentinel) when the value is undefined, and
 `nan_reason` says why.  `k` selects the dominant modes λ₁..λ_k (k = 0: the whole
 spectrum, up to the numerical rank where a positive tail is needed).
@@ -35,8 +48,18 @@ METRICS: tuple[str, ...] = (
     "participation_ratio",
     "stable_rank",
     "top_share",
+    "log10_cond",
 )
 """Metric names as they appear in the results table, in table order."""
+
+GRAPH_METRICS: frozenset[str] = frozenset({"log10_kf"})
+"""Metrics read from the activation graph's Laplacian spectrum (`graph_laplacian_eigenvalues`);
+every other metric reads the covariance (or attention) spectrum."""
+
+MAX_GRAPH_NODES = 256
+"""Largest row count whose activation graph is solved: a decode has at most 225 decision rows,
+while a 30 s encoder matrix has 1500 frames (a 1500-node eigen-solve per site and clip would
+cost more than the whole decode)."""
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -72,6 +95,26 @@ def attention_eigenvalues(a: torch.Tensor | np.ndarray) -> torch.Tensor:
     mt = m.transpose(-1, -2)
     gram = (m @ mt) if m.shape[-2] <= m.shape[-1] else (mt @ m)
     return _eigvalsh_desc(gram)
+
+
+def graph_laplacian_eigenvalues(
+    x: torch.Tensor | np.ndarray, *, center: bool = True
+) -> torch.Tensor:
+    """Laplacian spectrum of the activation graph of X (..., N, d): one node per row.
+
+    w_ij = |cos(x_i − x̄, x_j − x̄)| for i ≠ j (`center=False`: cosines of the raw rows),
+    L = D − W; float64, descending, N entries.  A row with zero (centred) norm has no edges.
+    """
+    x = torch.as_tensor(x).to(torch.float64)
+    if center:
+        x = x - x.mean(dim=-2, keepdim=True)
+    norm = x.norm(dim=-1, keepdim=True)
+    floor = norm.amax(dim=-2, keepdim=True) * 1e-12
+    unit = torch.where(norm > floor, x / norm.clamp_min(1e-300), torch.zeros_like(x))
+    w = (unit @ unit.transpose(-1, -2)).abs()
+    w = w - torch.diag_embed(torch.diagonal(w, dim1=-2, dim2=-1))
+    lap = torch.diag_embed(w.sum(dim=-1)) - w
+    return _eigvalsh_desc(lap)
 
 
 def _eigvalsh_desc(sym: torch.Tensor) -> torch.Tensor:
@@ -179,7 +222,10 @@ def _tail(
 def condition_number_log10(
     eigs: np.ndarray, k: int = 0, n_max: int | None = None
 ) -> np.ndarray | float:
-    """log10(λ₁/λ_k), the dominant-mode condition number K_f; k = 0 uses λ_r, r = numerical rank.
+    """log10(λ₁/λ_k), the dominant-mode condition number; k = 0 uses λ_r, r = numerical rank.
+
+    Earlier versions of this book called it K_f; the paper's K_f is the Kirchhoff index
+    (`kirchhoff_index`).  It stays as a sensitivity check under the name log10_cond.
 
     NaN when λ_k is below the numerical-rank tolerance (the ratio would measure round-off).
     """
@@ -214,10 +260,45 @@ def spectral_slope(eigs: np.ndarray, k: int = 0, n_max: int | None = None) -> np
     return _finish(-slope, ok)
 
 
+def kirchhoff_index(mu: np.ndarray, k: int = 0) -> np.ndarray | float:
+    """Kf = N · Σ 1/μ_i over the nonzero Laplacian eigenvalues μ of an N-node graph.
+
+    k > 0 sums the k smallest nonzero eigenvalues only (the slowest modes, which carry most
+    of Kf).  A Laplacian eigenvalue counts as zero below μ_max · N · eps(float64).  NaN for
+    a one-node graph, an empty graph, or a disconnected one (more than one zero eigenvalue:
+    infinite resistance between components).  Closed forms: complete graph K_N gives N − 1,
+    path P_N (N³ − N)/6, star S_N (N − 1)², cycle C_N (N³ − N)/12.
+    """
+    lam = _sorted(mu)
+    n = lam.shape[-1]
+    tol = lam[..., :1] * n * _EPS64
+    nonzero = lam > tol
+    connected = (n - nonzero.sum(axis=-1)) == 1
+    ok = np.isfinite(lam).all(axis=-1) & (lam[..., 0] > 0) & connected & (n >= 2)
+    asc = np.sort(np.where(nonzero, lam, np.inf), axis=-1)  # smallest nonzero first
+    if k > 0:
+        asc = asc[..., :k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = n * np.where(np.isfinite(asc), 1.0 / asc, 0.0).sum(axis=-1)
+    return _finish(value, ok)
+
+
+def kirchhoff_log10(mu: np.ndarray, k: int = 0) -> np.ndarray | float:
+    """log10 of `kirchhoff_index` (the paper's log10 K_f)."""
+    value = np.asarray(kirchhoff_index(mu, k), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(value)
+    return float(out) if out.ndim == 0 else out
+
+
 def metric_values(
     eigs: np.ndarray, metric: str, k: int = 0, n_max: int | None = None
 ) -> np.ndarray | float:
-    """Dispatch one metric by its table name (see METRICS)."""
+    """Dispatch one metric by its table name (see METRICS).
+
+    `eigs` is the covariance (or attention) spectrum, except for `GRAPH_METRICS`, which read
+    the activation graph's Laplacian spectrum.
+    """
     if metric == "n_eff":
         return effective_rank(eigs, k)
     if metric == "participation_ratio":
@@ -227,6 +308,8 @@ def metric_values(
     if metric == "top_share":
         return top_share(eigs, k)
     if metric == "log10_kf":
+        return kirchhoff_log10(eigs, k)
+    if metric == "log10_cond":
         return condition_number_log10(eigs, k, n_max)
     if metric == "alpha":
         return spectral_slope(eigs, k, n_max)
@@ -240,9 +323,16 @@ def nan_reason(eigs: np.ndarray, metric: str, k: int = 0, n_max: int | None = No
         raise ValueError("nan_reason explains one spectrum; pass a 1-D array")
     if not np.isfinite(lam).all():
         return "non-finite input"
+    if metric in GRAPH_METRICS:
+        if lam.size < 2:
+            return "one-node graph"
+        if lam.sum() <= 0:
+            return "graph without edges"
+        zeros = int((lam <= lam[0] * lam.size * _EPS64).sum())
+        return f"disconnected graph ({zeros} components)" if zeros > 1 else ""
     if lam.size == 0 or lam.sum() <= 0:
         return "zero spectrum (fewer than 2 distinct rows)"
-    if metric in ("log10_kf", "alpha"):
+    if metric in ("log10_cond", "alpha"):
         rank = int(numerical_rank(lam, n_max))
         need = (2 if metric == "alpha" else 1) if k <= 0 else k
         if k > lam.size:

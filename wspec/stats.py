@@ -7,20 +7,29 @@ stimulus × layer × component × control × metric × K). What is computed:
   mean_clean; Δlog10 K_f and Δα are differences of means (``DELTA_KIND``).
 * **Aggregation over layers**: per stimulus, the metric is first averaged over the layers of the
   component (a stimulus missing a layer or with a non-finite value in any layer is dropped), then
-  the bootstrap resamples stimuli. Per-layer cells use that layer's value directly.
+  the bootstrap resamples units (below). Per-layer cells use that layer's value directly.
+* **Resampling units**: intervals and tests resample independent units, never single clips
+  of a unit. The unit is the results' ``cluster`` column (`wspec.units.resampling_unit`: a
+  source sentence with everything made from it, a non-speech generator kind, a syllable, a
+  phrase); a table without it gets one cluster per stimulus. Clips that are the same model
+  input (equal ``input_key``) count once per group, and a stressed clip that is a clean
+  input to Whisper is not counted as stressed.
 * **Pairing**: when every stressed stimulus has a ``source_id`` naming a clean stimulus in the
   same table (degraded or attacked speech), the design is paired and the bootstrap resamples
-  *source utterances* (clusters: a clean utterance with all stressed versions made from it), so
-  the clean mean is weighted like the stressed one and shared sources are not treated as
-  independent. Otherwise (e.g. non-speech stimuli), clean and stressed are resampled
-  independently.
+  the sources' clusters (a clean utterance with all stressed versions made from it), so the
+  clean mean is weighted like the stressed one. Otherwise (e.g. non-speech stimuli) the
+  bootstrap draws clusters with replacement within strata: clusters with clean clips only,
+  with stressed clips only, and with both (kept whole, both sides together).
 * **CIs**: percentile bootstrap (default) or BCa (bias-corrected and accelerated, jackknife over
   the resampling units), vectorised with multinomial resampling weights; seeded per cell from
-  the cell's name, so adding a model never changes another cell's interval.
-* **Tests**: two-sided permutation test of the difference in means (label shuffles; sign flips
-  of per-source differences when paired), p = (1 + #{|T*| ≥ |T|}) / (1 + n_perm); Holm or
-  Benjamini–Hochberg across the cells of a table. Effect size: Cohen's d (pooled SD) unpaired,
-  d_z (mean/SD of per-stimulus differences) paired.
+  the cell's name, so adding a model never changes another cell's interval. Without cluster
+  labels both use the very draws of ``scipy.stats.bootstrap`` from the same generator and give
+  its intervals (checked in the tests).
+* **Tests**: two-sided permutation test of the difference in means, whole units moved: a
+  cluster's clips in one group are shuffled between groups as one block (sign flips of
+  per-cluster differences when paired), p = (1 + #{|T*| ≥ |T|}) / (1 + n_perm); Holm or
+  Benjamini–Hochberg across the cells of a table. Effect size: Cohen's d (pooled SD)
+  unpaired, d_z (mean/SD of per-stimulus differences) paired.
 * **KL divergence** between eigenvalue distributions with a permutation null (see
   ``spectral_kl_test``), the test the paper's authors promised in their rebuttal.
 """
@@ -44,6 +53,9 @@ LAYER_MEAN = -1
 CLEAN_FAMILIES: tuple[str, ...] = ("clean", "user")
 #: Families that are controls, not stress: excluded from the default stressed group.
 CONTROL_FAMILIES: tuple[str, ...] = ("gauss_control",)
+#: The paper-protocol families (see wspec.protocol): long utterances, their "Hell" versions
+#: and the short clean utterances that control for forced rows.
+PROTOCOL_FAMILIES: tuple[str, ...] = ("long_clean", "hell", "short_clean")
 TABLE1_COMPONENTS: tuple[str, ...] = tuple(COMPONENT_LABELS)
 TABLE1_METRICS: tuple[str, ...] = tuple(METRIC_LABELS)
 #: "pct": 100·(stressed − clean)/clean; "diff": stressed − clean (both on group means).
@@ -61,11 +73,18 @@ RESULT_COLUMNS = (
     "K",
     "value",
 )
+#: Optional columns written by `wspec.pipeline` (from `wspec.units`): the resampling unit of
+#: each stimulus and the hash of the 30 s window Whisper hears.
+UNIT_COLUMNS: tuple[str, ...] = ("cluster", "input_key")
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A delta between two groups with its bootstrap interval."""
+    """A delta between two groups with its bootstrap interval.
+
+    n_base / n_other count values (paired: n_base counts the clean sources used);
+    n_clusters_base / n_clusters_other count the independent units the bootstrap drew.
+    """
 
     estimate: float
     ci_low: float
@@ -79,6 +98,8 @@ class Delta:
     ci_level: float
     n_boot: int
     method: str
+    n_clusters_base: int
+    n_clusters_other: int
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -116,33 +137,154 @@ def _as_finite(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
+#: Cluster labels, one per value (any hashable); None = every value is its own cluster.
+Labels = Sequence[object] | np.ndarray | None
+
+
 @dataclass(frozen=True)
-class _Clusters:
-    """Paired design reduced to source clusters: base value, stressed sum and count per source."""
+class _Units:
+    """A comparison reduced to its resampling units.
 
-    base: np.ndarray
+    Per unit: the sum and count of its base values and of its other values. The units of a
+    stratum are drawn with replacement together, strata independently, so every resample has
+    as many units of each kind as the data and neither group can vanish from it.
+    """
+
+    base_sum: np.ndarray
+    base_n: np.ndarray
     other_sum: np.ndarray
-    count: np.ndarray
-    other_mean: np.ndarray
+    other_n: np.ndarray
+    strata: tuple[np.ndarray, ...]
+
+    @property
+    def n_base_units(self) -> int:
+        return int(np.count_nonzero(self.base_n))
+
+    @property
+    def n_other_units(self) -> int:
+        return int(np.count_nonzero(self.other_n))
 
 
-def _clusters(base: np.ndarray, other: np.ndarray, pairs: np.ndarray) -> _Clusters:
+def _unit_of(
+    base_clusters: Labels, other_clusters: Labels, n_base: int, n_other: int
+) -> np.ndarray:
+    """Unit index of every value (base values first), numbered by first appearance."""
+    labels: list[object] = []
+    for side, clusters, n in (("base", base_clusters, n_base), ("other", other_clusters, n_other)):
+        if clusters is None:
+            labels += [(None, side, i) for i in range(n)]  # a label no cluster has: own unit
+            continue
+        arr = list(clusters)
+        if len(arr) != n:
+            raise WspecError(f"{side} group has {len(arr)} cluster labels for {n} values")
+        labels += arr
+    return pd.factorize(pd.Series(labels, dtype=object))[0]
+
+
+def cluster_units(
+    unit: np.ndarray, in_second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Counts per unit in the first and second group, and the strata for resampling them.
+
+    `unit` is an integer unit index per value (0..U−1), `in_second` a boolean per value.
+    Strata: units with values in the first group only, in the second only, and in both
+    (each stratum's units in index order). Resampling units within strata keeps every group
+    present in every resample; units on both sides are drawn whole, both sides together.
+    """
+    n = int(unit.max()) + 1
+    first_n = np.bincount(unit[~in_second], minlength=n).astype(np.float64)
+    second_n = np.bincount(unit[in_second], minlength=n).astype(np.float64)
+    pattern = (first_n > 0) + 2 * (second_n > 0)
+    strata = tuple(np.flatnonzero(pattern == p) for p in (1, 2, 3) if np.any(pattern == p))
+    return first_n, second_n, strata
+
+
+def _unpaired_units(
+    base: np.ndarray, other: np.ndarray, base_clusters: Labels, other_clusters: Labels
+) -> _Units:
+    """Units of the unpaired design: a cluster is drawn with all its values, on both sides.
+
+    Strata as in `cluster_units`. Without labels every value is its own unit and the strata
+    are the two groups, so this is the classic two-sample bootstrap (with the same random
+    draws as resampling each group on its own). A cluster on both sides (a sentence and its
+    noisy versions, compared unpaired because other stressed clips have no source) keeps its
+    two sides together, so their covariance is kept too.
+    """
+    unit = _unit_of(base_clusters, other_clusters, base.size, other.size)
+    base_n, other_n, strata = cluster_units(unit, np.arange(unit.size) >= base.size)
+    ib, io = unit[: base.size], unit[base.size :]
+    return _Units(
+        np.bincount(ib, weights=base, minlength=base_n.size),
+        base_n,
+        np.bincount(io, weights=other, minlength=base_n.size),
+        other_n,
+        strata,
+    )
+
+
+def _paired_units(
+    base: np.ndarray, other: np.ndarray, pairs: Sequence[int] | np.ndarray, base_clusters: Labels
+) -> _Units:
+    """Units of the paired design: the clusters of the clean sources.
+
+    A source counts once per stressed version made from it (its base sum is value × count),
+    so the clean mean is weighted like the stressed one. Sources sharing a cluster label form
+    one unit; without labels each source is its own unit.
+    """
     pairs = np.asarray(pairs, dtype=np.int64).ravel()
     if pairs.shape != other.shape:
         raise WspecError("pairs must give one base index per 'other' value")
     if pairs.min() < 0 or pairs.max() >= base.size:
         raise WspecError("pairs index outside the base values")
     sources, inverse = np.unique(pairs, return_inverse=True)
-    if sources.size < 2:
-        raise WspecError("a paired bootstrap needs at least 2 distinct source stimuli")
     count = np.bincount(inverse).astype(np.float64)
     other_sum = np.bincount(inverse, weights=other)
-    return _Clusters(base[sources], other_sum, count, other_sum / count)
+    source_unit = _unit_of(base_clusters, None, base.size, 0)[sources]
+    unit = pd.factorize(source_unit)[0]
+    n = int(unit.max()) + 1
+    base_n = np.bincount(unit, weights=count, minlength=n)
+    return _Units(
+        np.bincount(unit, weights=base[sources] * count, minlength=n),
+        base_n,
+        np.bincount(unit, weights=other_sum, minlength=n),
+        base_n,
+        (np.arange(n),),
+    )
+
+
+def _design(
+    base: np.ndarray,
+    other: np.ndarray,
+    pairs: Sequence[int] | np.ndarray | None,
+    base_clusters: Labels,
+    other_clusters: Labels,
+) -> _Units:
+    units = (
+        _unpaired_units(base, other, base_clusters, other_clusters)
+        if pairs is None
+        else _paired_units(base, other, pairs, base_clusters)
+    )
+    if units.n_base_units < 2 or units.n_other_units < 2:
+        raise WspecError(
+            f"{units.n_base_units} base and {units.n_other_units} other resampling unit(s); "
+            "an interval needs at least 2 independent units on each side"
+        )
+    return units
 
 
 def _interval(
-    boot: np.ndarray, estimate: float, jack: np.ndarray | None, ci: float, method: str
+    boot: np.ndarray,
+    estimate: float,
+    jack: Sequence[np.ndarray] | None,
+    ci: float,
+    method: str,
 ) -> tuple[float, float]:
+    """Percentile or BCa interval from bootstrap values.
+
+    BCa's acceleration uses the leave-one-unit-out values of each stratum (`jack`), centred
+    within their stratum: the multi-sample formula of Efron & Tibshirani (1993, §14.3), which
+    is also scipy.stats.bootstrap's, so both give the same interval on the same draws.
+    """
     alpha = (1.0 - ci) / 2.0
     quantiles = np.array([alpha, 1.0 - alpha])
     if method == "bca":
@@ -150,11 +292,12 @@ def _interval(
             raise WspecError("BCa needs jackknife values")
         # Bias correction: share of bootstrap values below the estimate (ties count half).
         below = np.mean(boot < estimate) + 0.5 * np.mean(boot == estimate)
-        dev = jack.mean() - jack
-        denom = 6.0 * np.sum(dev**2) ** 1.5
-        if 0.0 < below < 1.0 and denom > 0:
+        infl = [(j.size - 1) * (j.mean() - j) for j in jack]
+        num = sum(np.sum(u**3) / u.size**3 for u in infl)
+        den = sum(np.sum(u**2) / u.size**2 for u in infl)
+        if 0.0 < below < 1.0 and den > 0:
             z0 = stats.norm.ppf(below)
-            accel = np.sum(dev**3) / denom
+            accel = num / (6.0 * den**1.5)
             z = stats.norm.ppf(quantiles)
             quantiles = stats.norm.cdf(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
         # Degenerate bootstrap (all values equal or on one side): fall back to percentiles.
@@ -164,14 +307,33 @@ def _interval(
     return float(lo), float(hi)
 
 
-def _weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
-    """Bootstrap resampling counts, one row per replicate (each row sums to n).
+def resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """Bootstrap resampling counts of n units, one row per replicate (each row sums to n).
 
-    Drawn as n indices with replacement per replicate and counted with one bincount (the
-    same distribution as a multinomial, ~4× faster than numpy's multinomial sampler).
+    Drawn as n indices with replacement per replicate (the very draws scipy.stats.bootstrap
+    makes from the same generator) and counted with one bincount (the same distribution as a
+    multinomial, ~4× faster than numpy's multinomial sampler).
     """
     idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
     return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def stratified_counts(
+    rng: np.random.Generator, strata: Sequence[np.ndarray], n_units: int, n_boot: int
+) -> np.ndarray:
+    """Resampling counts of every unit (n_boot × n_units): each stratum drawn on its own."""
+    w = np.zeros((n_boot, n_units))
+    for members in strata:
+        w[:, members] = resample_counts(rng, members.size, n_boot)
+    return w
+
+
+def _jackknife(units: _Units, kind: str) -> list[np.ndarray]:
+    """Leave-one-unit-out estimates, one array per stratum (for BCa's acceleration)."""
+    loo_base = (units.base_sum.sum() - units.base_sum) / (units.base_n.sum() - units.base_n)
+    loo_other = (units.other_sum.sum() - units.other_sum) / (units.other_n.sum() - units.other_n)
+    loo = _stat(loo_base, loo_other, kind)
+    return [loo[members] for members in units.strata]
 
 
 def bootstrap_delta(
@@ -179,6 +341,8 @@ def bootstrap_delta(
     other: Sequence[float] | np.ndarray,
     *,
     pairs: Sequence[int] | np.ndarray | None = None,
+    base_clusters: Labels = None,
+    other_clusters: Labels = None,
     kind: str = "diff",
     n_boot: int = 2000,
     ci: float = 0.95,
@@ -187,9 +351,18 @@ def bootstrap_delta(
 ) -> Delta:
     """Delta of group means (`kind` "pct" or "diff") of `other` vs `base` with a bootstrap CI.
 
-    `pairs[i]` is the index in `base` of the clean source of `other[i]`; given, the bootstrap
-    resamples sources (clusters) and the clean mean is weighted by each source's number of
-    stressed versions, so the delta compares each stressed stimulus with its own source.
+    The bootstrap draws independent units, never single clips of a unit: values sharing a
+    cluster label (`base_clusters`, `other_clusters`: one label per value; None = each value
+    its own cluster) are drawn together, with all their values.
+
+    * Paired (`pairs[i]` = index in `base` of the clean source of `other[i]`): the units are
+      the sources' clusters; each stressed value is compared with its own source, and the
+      clean mean is weighted by each source's number of stressed versions. `other_clusters`
+      is not used (a stressed clip belongs to its source's unit).
+    * Unpaired: clusters are drawn with replacement within strata (clusters with base values
+      only, other only, both), see `_unpaired_units`.
+
+    Raises if either side has fewer than 2 units: no interval can come from one unit.
     """
     base = _as_finite(base, "base group")
     other = _as_finite(other, "other group")
@@ -197,49 +370,39 @@ def bootstrap_delta(
         raise WspecError(f"ci must be in (0, 1), got {ci}")
     if n_boot < 100:
         raise WspecError(f"n_boot={n_boot} is too small for a CI; use at least 100")
-    rng = np.random.default_rng(seed)
-    if pairs is None:
-        wb = _weights(rng, base.size, n_boot)
-        wo = _weights(rng, other.size, n_boot)
-        boot = _stat(wb @ base / base.size, wo @ other / other.size, kind)
-        mean_base, mean_other = float(base.mean()), float(other.mean())
-        loo_base = (base.sum() - base) / (base.size - 1)
-        loo_other = (other.sum() - other) / (other.size - 1)
-        jack = np.concatenate(
-            [_stat(loo_base, mean_other, kind), _stat(mean_base, loo_other, kind)]
-        )
-        n_base, n_other = base.size, other.size
-    else:
-        cl = _clusters(base, other, np.asarray(pairs))
-        w = _weights(rng, cl.count.size, n_boot)
-        den = w @ cl.count
-        boot = _stat(w @ (cl.base * cl.count) / den, w @ cl.other_sum / den, kind)
-        total = cl.count.sum()
-        mean_base = float(np.sum(cl.base * cl.count) / total)
-        mean_other = float(cl.other_sum.sum() / total)
-        loo_n = total - cl.count
-        jack = _stat(
-            (np.sum(cl.base * cl.count) - cl.base * cl.count) / loo_n,
-            (cl.other_sum.sum() - cl.other_sum) / loo_n,
-            kind,
-        )
-        n_base, n_other = cl.count.size, other.size
-    estimate = float(_stat(mean_base, mean_other, kind))
-    lo, hi = _interval(np.asarray(boot), estimate, np.asarray(jack), ci, method)
-    return Delta(
-        estimate,
-        lo,
-        hi,
-        mean_base,
-        mean_other,
-        int(n_base),
-        int(n_other),
-        pairs is not None,
-        kind,
-        ci,
-        n_boot,
-        method,
+    units = _design(base, other, pairs, base_clusters, other_clusters)
+    w = stratified_counts(np.random.default_rng(seed), units.strata, units.base_n.size, n_boot)
+    boot = _stat(
+        w @ units.base_sum / (w @ units.base_n), w @ units.other_sum / (w @ units.other_n), kind
     )
+    mean_base = float(units.base_sum.sum() / units.base_n.sum())
+    mean_other = float(units.other_sum.sum() / units.other_n.sum())
+    estimate = float(_stat(mean_base, mean_other, kind))
+    lo, hi = _interval(np.asarray(boot), estimate, _jackknife(units, kind), ci, method)
+    n_base = np.unique(pairs).size if pairs is not None else base.size
+    return Delta(
+        estimate=estimate,
+        ci_low=lo,
+        ci_high=hi,
+        mean_base=mean_base,
+        mean_other=mean_other,
+        n_base=int(n_base),
+        n_other=int(other.size),
+        paired=pairs is not None,
+        kind=kind,
+        ci_level=ci,
+        n_boot=n_boot,
+        method=method,
+        n_clusters_base=units.n_base_units,
+        n_clusters_other=units.n_other_units,
+    )
+
+
+def _abs_p(t_obs: float, null: np.ndarray) -> float:
+    """p = (1 + #{|T*| ≥ |T|}) / (1 + n_perm); permuted values equal to T up to rounding
+    count as extreme."""
+    tol = 1e-12 * max(1.0, abs(t_obs))
+    return float((1.0 + np.sum(np.abs(null) >= abs(t_obs) - tol)) / (1.0 + null.size))
 
 
 def permutation_test(
@@ -247,44 +410,52 @@ def permutation_test(
     other: Sequence[float] | np.ndarray,
     *,
     pairs: Sequence[int] | np.ndarray | None = None,
+    base_clusters: Labels = None,
+    other_clusters: Labels = None,
     n_perm: int = 5000,
     seed: int | Sequence[int] = 0,
 ) -> PermutationResult:
     """Two-sided permutation test of H0 "same distribution" with T = mean(other) − mean(base).
 
-    Unpaired: group labels are shuffled. Paired (`pairs` as in `bootstrap_delta`): the signs of
-    the per-source differences (mean of a source's stressed versions − its clean value) are
-    flipped, weighting each source by its number of stressed versions.
+    Whole units move, never single clips of a unit:
+
+    * Paired (`pairs` as in `bootstrap_delta`): the sign of each unit's summed differences
+      (its stressed values minus their sources' values) is flipped.
+    * Unpaired: each cluster's part on one side (all its values in that group) is one unit,
+      and these parts are shuffled between the groups, keeping each group's number of parts.
+      With clusters nested in groups this permutes cluster labels between groups; a cluster
+      on both sides has its two parts moved independently, which ignores their (typically
+      positive) covariance and so errs towards larger p. Without labels: the classic test.
     """
     base = _as_finite(base, "base group")
     other = _as_finite(other, "other group")
+    units = _design(base, other, pairs, base_clusters, other_clusters)
     rng = np.random.default_rng(seed)
-    chunk = 1000  # bounds memory: chunk × n indices at a time
-    if pairs is None:
-        pooled = np.concatenate([base, other])
-        n_other = other.size
-        t_obs = other.mean() - base.mean()
-        total = pooled.sum()
-        null = []
+    chunk = 1000  # bounds memory: chunk × units at a time
+    null = []
+    if pairs is not None:
+        diff = units.other_sum - units.base_sum
+        total = units.other_n.sum()
+        t_obs = diff.sum() / total
         for start in range(0, n_perm, chunk):
             size = min(chunk, n_perm - start)
-            perm = rng.permuted(np.tile(np.arange(pooled.size), (size, 1)), axis=1)
-            s_other = pooled[perm[:, :n_other]].sum(axis=1)
-            null.append(s_other / n_other - (total - s_other) / base.size)
+            signs = rng.choice(np.array([-1.0, 1.0]), size=(size, diff.size))
+            null.append(signs @ diff / total)
     else:
-        cl = _clusters(base, other, np.asarray(pairs))
-        weighted = cl.count * (cl.other_mean - cl.base)
-        t_obs = weighted.sum() / cl.count.sum()
-        null = []
+        has_b, has_o = units.base_n > 0, units.other_n > 0
+        sums = np.concatenate([units.base_sum[has_b], units.other_sum[has_o]])
+        counts = np.concatenate([units.base_n[has_b], units.other_n[has_o]])
+        k = int(has_o.sum())  # parts in the other group
+        t_obs = units.other_sum.sum() / units.other_n.sum() - units.base_sum.sum() / (
+            units.base_n.sum()
+        )
         for start in range(0, n_perm, chunk):
             size = min(chunk, n_perm - start)
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(size, weighted.size))
-            null.append(signs @ weighted / cl.count.sum())
-    null_arr = np.concatenate(null)
-    # Tolerance: permuted statistics equal to the observed one up to rounding count as extreme.
-    tol = 1e-12 * max(1.0, abs(float(t_obs)))
-    p = (1.0 + np.sum(np.abs(null_arr) >= abs(t_obs) - tol)) / (1.0 + n_perm)
-    return PermutationResult(float(t_obs), float(p), int(n_perm), pairs is not None)
+            perm = rng.permuted(np.tile(np.arange(sums.size), (size, 1)), axis=1)
+            s_other, n_other = sums[perm[:, :k]].sum(axis=1), counts[perm[:, :k]].sum(axis=1)
+            null.append(s_other / n_other - (sums.sum() - s_other) / (counts.sum() - n_other))
+    p = _abs_p(float(t_obs), np.concatenate(null))
+    return PermutationResult(float(t_obs), p, int(n_perm), pairs is not None)
 
 
 def effect_size(
@@ -357,14 +528,32 @@ def select_results(results: pd.DataFrame, *, control: str, K: int) -> pd.DataFra
     return sub[sub["K"] == int(K)]
 
 
+def unit_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """`cluster` and `input_key` per stimulus_id of results rows (index: stimulus_id).
+
+    Both come from `wspec.units` via the results table; a table written before they existed
+    (or a row without them) gets its stimulus id for both, i.e. one cluster per stimulus and
+    no two stimuli counted as the same input (the design such a table was analysed with).
+    """
+    first = rows.drop_duplicates("stimulus_id").set_index("stimulus_id")
+    own = first.index.astype(str).to_series(index=first.index)
+    out = pd.DataFrame(index=first.index)
+    for column in UNIT_COLUMNS:
+        given = first[column] if column in first.columns else pd.Series(np.nan, index=first.index)
+        known = given.notna() & given.astype(str).ne("")
+        out[column] = given.astype(str).where(known, own)
+    return out
+
+
 def stimulus_values(cell: pd.DataFrame, layer: int = LAYER_MEAN) -> pd.DataFrame:
     """One value per stimulus of one (model, component, metric) cell: a layer or the layer mean.
 
-    Returns columns stimulus_id, family, source_id, value. For the layer mean, stimuli with
-    a missing or non-finite value in any layer of the cell are dropped (mixing layer sets would
-    compare different averages).
+    Returns columns stimulus_id, family, source_id, cluster, input_key (`unit_columns`),
+    value. For the layer mean, stimuli with a missing or non-finite value in any layer of the
+    cell are dropped (mixing layer sets would compare different averages).
     """
-    meta = cell.drop_duplicates("stimulus_id").set_index("stimulus_id")[["family", "source_id"]]
+    first = cell.drop_duplicates("stimulus_id").set_index("stimulus_id")
+    meta = first[["family", "source_id"]].join(unit_columns(cell))
     if layer != LAYER_MEAN:
         sub = cell[cell["layer"] == layer]
         vals = sub.groupby("stimulus_id")["value"].mean()
@@ -380,21 +569,77 @@ def stimulus_values(cell: pd.DataFrame, layer: int = LAYER_MEAN) -> pd.DataFrame
     return out
 
 
+def _n_units(labels: np.ndarray | None, n: int) -> int:
+    return n if labels is None else len(pd.unique(np.asarray(labels, dtype=object)))
+
+
 @dataclass(frozen=True)
 class Groups:
-    """Base and other values of one comparison, with the pairing (if any)."""
+    """Base and other values of one comparison, with the pairing and cluster labels (if any).
+
+    Cluster labels are per value (None = each value its own cluster); see `bootstrap_delta`.
+    """
 
     base: np.ndarray
     other: np.ndarray
     pairs: np.ndarray | None
+    base_clusters: np.ndarray | None = None
+    other_clusters: np.ndarray | None = None
 
     @property
-    def resampling_units(self) -> int:
-        """How many independent units the bootstrap of the stressed side draws from.
+    def n_clusters(self) -> tuple[int, int]:
+        """Independent units on the clean and the stressed side.
 
-        Paired designs resample source stimuli, so five attacks on one sentence are one unit.
+        Paired designs resample the sources' clusters, so five attacks on one sentence are
+        one unit, on both sides; unpaired designs count each side's distinct clusters.
         """
-        return len(np.unique(self.pairs)) if self.pairs is not None else int(self.other.size)
+        if self.pairs is None:
+            return (
+                _n_units(self.base_clusters, self.base.size),
+                _n_units(self.other_clusters, self.other.size),
+            )
+        sources = np.unique(self.pairs)
+        labels = None if self.base_clusters is None else self.base_clusters[sources]
+        n = _n_units(labels, sources.size)
+        return (n, n)
+
+
+PAIR_MODES: tuple[str, ...] = ("auto", "always", "never", "drop")
+
+
+def _make_groups(clean: pd.DataFrame, stressed: pd.DataFrame, pair: str) -> Groups:
+    """`Groups` from two `stimulus_values` frames, counting each model input once.
+
+    Within a group, stimuli with the same input_key are one input (digital silence of 1 s
+    and of 31 s: Whisper sees the same zero-padded window) and the first (by stimulus id) is
+    kept; a stressed stimulus whose input equals a clean one's is dropped (speech followed by
+    silence inside the 30 s window *is* its clean source to Whisper), and a stressed clip
+    made from a dropped clean duplicate is paired with the clean stimulus that was kept.
+    """
+    if pair not in PAIR_MODES:
+        raise WspecError(f"unknown pair mode {pair!r}; use one of {list(PAIR_MODES)}")
+    kept_id = clean.groupby("input_key", sort=False)["stimulus_id"].transform("first")
+    alias = dict(zip(clean["stimulus_id"], kept_id, strict=True))
+    clean = clean[clean["stimulus_id"].eq(kept_id)]
+    stressed = stressed.drop_duplicates("input_key")
+    stressed = stressed[~stressed["input_key"].isin(clean["input_key"])]
+    stressed = stressed.assign(source_id=[alias.get(s, s) for s in stressed["source_id"]])
+    position = pd.Series(np.arange(len(clean)), index=clean["stimulus_id"].to_numpy())
+    if pair == "drop":
+        stressed = stressed[stressed["source_id"].isin(position.index)]
+    pairable = bool(len(stressed)) and stressed["source_id"].isin(position.index).all()
+    if pair == "always" and not pairable:
+        raise WspecError("pair='always' but some stressed stimuli have no clean source here")
+    pairs = None
+    if pairable and pair != "never":
+        pairs = position.loc[stressed["source_id"].to_numpy()].to_numpy()
+    return Groups(
+        clean["value"].to_numpy(float),
+        stressed["value"].to_numpy(float),
+        pairs,
+        clean["cluster"].to_numpy(object),
+        stressed["cluster"].to_numpy(object),
+    )
 
 
 def split_groups(
@@ -407,25 +652,21 @@ def split_groups(
     """Clean (base) and stressed (other) values from `stimulus_values` output, paired if possible.
 
     pair="auto" pairs when every stressed stimulus's source_id is a clean stimulus present here;
-    "never" forces the unpaired design; "always" raises if pairing is impossible.
+    "never" forces the unpaired design; "always" raises if pairing is impossible; "drop" pairs
+    and leaves out the stressed stimuli whose source has no value here (a source too short
+    for the control), so one missing source cannot turn a paired design into an unpaired one.
+    Identical model inputs are counted once (`_make_groups`); each value carries its cluster.
     """
     clean = values[values["family"].isin(list(clean_families))]
     stressed = values[values["family"].isin(list(stress_families))]
-    position = pd.Series(np.arange(len(clean)), index=clean["stimulus_id"].to_numpy())
-    pairable = bool(len(stressed)) and stressed["source_id"].isin(position.index).all()
-    if pair == "always" and not pairable:
-        raise WspecError("pair='always' but some stressed stimuli have no clean source here")
-    if pair not in ("auto", "always", "never"):
-        raise WspecError(f"unknown pair mode {pair!r}; use 'auto', 'always' or 'never'")
-    pairs = None
-    if pairable and pair != "never":
-        pairs = position.loc[stressed["source_id"].to_numpy()].to_numpy()
-    return Groups(clean["value"].to_numpy(float), stressed["value"].to_numpy(float), pairs)
+    return _make_groups(clean, stressed, pair)
 
 
 def default_stress_families(results: pd.DataFrame) -> list[str]:
-    """Every family present except the clean and control families."""
-    skip = set(CLEAN_FAMILIES) | set(CONTROL_FAMILIES)
+    """Every family present except the clean, control and paper-protocol families (the
+    long utterances, their "Hell" versions and the short-utterance control are compared
+    only in `wspec.protocol`)."""
+    skip = set(CLEAN_FAMILIES) | set(CONTROL_FAMILIES) | set(PROTOCOL_FAMILIES)
     return sorted(f for f in results["family"].astype(str).unique() if f not in skip)
 
 
@@ -444,18 +685,26 @@ def compare(
     seed: int | Sequence[int] = 0,
     method: str = "percentile",
 ) -> dict[str, object]:
-    """Delta + CI, permutation p-value and effect size of one comparison, as a flat record."""
+    """Delta + CI, permutation p-value and effect size of one comparison, as a flat record.
+
+    Bootstrap and permutation both resample the groups' clusters (see `bootstrap_delta`).
+    """
+    design = {
+        "pairs": groups.pairs,
+        "base_clusters": groups.base_clusters,
+        "other_clusters": groups.other_clusters,
+    }
     delta = bootstrap_delta(
         groups.base,
         groups.other,
-        pairs=groups.pairs,
         kind=kind,
         n_boot=n_boot,
         ci=ci,
         seed=seed,
         method=method,
+        **design,
     )
-    perm = permutation_test(groups.base, groups.other, pairs=groups.pairs, n_perm=n_perm, seed=seed)
+    perm = permutation_test(groups.base, groups.other, n_perm=n_perm, seed=seed, **design)
     return {
         "kind": kind,
         "estimate": delta.estimate,
@@ -465,6 +714,8 @@ def compare(
         "mean_stressed": delta.mean_other,
         "n_clean": delta.n_base,
         "n_stressed": delta.n_other,
+        "n_clusters_clean": delta.n_clusters_base,
+        "n_clusters_stressed": delta.n_clusters_other,
         "paired": delta.paired,
         "effect_size": effect_size(groups.base, groups.other, pairs=groups.pairs),
         "p_value": perm.p_value,
@@ -495,10 +746,12 @@ def delta_table(
 
     One row per cell: model, component, metric, family ("+"-joined when pooled), layer
     (``LAYER_MEAN`` = mean over layers per stimulus), kind, estimate, ci_low, ci_high,
-    mean_clean, mean_stressed, n_clean, n_stressed, paired, effect_size, p_value and p_adj
-    (`correction` applied across all cells of the returned table). Cells with fewer than two
-    clean values or fewer than two stressed resampling units (distinct sources when paired)
-    are omitted: no interval can be drawn from one unit.
+    mean_clean, mean_stressed, n_clean, n_stressed, n_clusters_clean, n_clusters_stressed,
+    paired, effect_size, p_value and p_adj (`correction` applied across all cells of the
+    returned table). The resampling unit is the results' ``cluster`` column (one cluster per
+    stimulus if the table has none), and identical model inputs (``input_key``) count once
+    (`split_groups`). Cells with fewer than two clusters on either side are omitted: no
+    interval can be drawn from one unit.
     """
     sub = select_results(results, control=control, K=K)
     sub = sub[sub["component"].isin(list(components)) & sub["metric"].isin(list(metrics))]
@@ -521,7 +774,7 @@ def delta_table(
                 groups = split_groups(
                     values, clean_families=clean_families, stress_families=fams, pair=pair
                 )
-                if groups.base.size < 2 or groups.resampling_units < 2:
+                if min(groups.n_clusters) < 2:
                     continue
                 label = "+".join(fams)
                 record = compare(
@@ -539,7 +792,8 @@ def delta_table(
                     | record
                 )
     columns = ["model", "component", "metric", "family", "layer", "kind", "estimate", "ci_low"]
-    columns += ["ci_high", "mean_clean", "mean_stressed", "n_clean", "n_stressed", "paired"]
+    columns += ["ci_high", "mean_clean", "mean_stressed", "n_clean", "n_stressed"]
+    columns += ["n_clusters_clean", "n_clusters_stressed", "paired"]
     columns += ["effect_size", "p_value", "p_adj"]
     table = pd.DataFrame(rows, columns=columns)
     table["p_adj"] = adjust_pvalues(table["p_value"].to_numpy(float), correction)
@@ -576,6 +830,10 @@ def baseline_comparison(
       ``random:`` model or another scale on the same stimuli): healthy clean of `model` vs the
       reference model's values on the same stimulus ids (paired by stimulus id). A large change
       here means the compression is already present in normal operation (static).
+
+    Resampling units and identical inputs are handled as in `delta_table`: clusters are
+    resampled, and a stressed clip that is a clean clip to Whisper (same input_key) is not
+    counted as stressed. Comparisons with fewer than 2 clusters on a side get counts only.
     """
     sub = select_results(results, control=control, K=K)
     cell = sub[
@@ -596,19 +854,17 @@ def baseline_comparison(
         wer = lab.loc[values["stimulus_id"], "wer"].to_numpy(float)
         healthy_mask &= np.nan_to_num(wer, nan=np.inf) <= max_wer
     families = list(stress_families) if stress_families else default_stress_families(cell)
-    stressed_mask = values["family"].isin(families).to_numpy()
-    healthy = values[healthy_mask]
+    same_as_clean = values["input_key"].isin(values.loc[clean_mask, "input_key"]).to_numpy()
+    stressed_mask = values["family"].isin(families).to_numpy() & ~same_as_clean
+    healthy = values[healthy_mask].drop_duplicates("input_key")
     kind = delta_kind(metric)
-    rows = []
-    for name, mask in (
-        ("hallucinated vs healthy", stressed_mask & flag),
-        ("not hallucinated vs healthy", stressed_mask & ~flag),
-    ):
-        other = values[mask]
-        position = pd.Series(np.arange(len(healthy)), index=healthy["stimulus_id"].to_numpy())
-        pairable = len(other) > 0 and other["source_id"].isin(position.index).all()
-        pairs = position.loc[other["source_id"].to_numpy()].to_numpy() if pairable else None
-        rows.append((name, Groups(healthy["value"].to_numpy(), other["value"].to_numpy(), pairs)))
+    rows = [
+        (name, _make_groups(healthy, values[mask], "auto"))
+        for name, mask in (
+            ("hallucinated vs healthy", stressed_mask & flag),
+            ("not hallucinated vs healthy", stressed_mask & ~flag),
+        )
+    ]
     if reference is not None:
         ref_model = reference_model or str(reference["model"].iloc[0])
         ref_sub = select_results(reference, control=control, K=K)
@@ -622,17 +878,19 @@ def baseline_comparison(
         position = pd.Series(np.arange(len(ref_vals)), index=ref_vals["stimulus_id"].to_numpy())
         other = healthy[healthy["stimulus_id"].isin(position.index)]
         pairs = position.loc[other["stimulus_id"].to_numpy()].to_numpy()
-        rows.append(
-            (
-                f"healthy vs reference ({ref_model})",
-                Groups(ref_vals["value"].to_numpy(), other["value"].to_numpy(), pairs),
-            )
+        groups = Groups(
+            ref_vals["value"].to_numpy(float),
+            other["value"].to_numpy(float),
+            pairs,
+            ref_vals["cluster"].to_numpy(object),
+            other["cluster"].to_numpy(object),
         )
+        rows.append((f"healthy vs reference ({ref_model})", groups))
     out = []
     for name, groups in rows:
         record: dict[str, object] = {"comparison": name, "model": model, "component": component}
         record["metric"] = metric
-        if groups.base.size >= 2 and groups.other.size >= 2:
+        if min(groups.n_clusters) >= 2:
             record |= compare(
                 groups,
                 kind=kind,
@@ -643,6 +901,9 @@ def baseline_comparison(
             )
         else:
             record |= {"n_clean": int(groups.base.size), "n_stressed": int(groups.other.size)}
+            record |= dict(
+                zip(("n_clusters_clean", "n_clusters_stressed"), groups.n_clusters, strict=True)
+            )
         out.append(record)
     frame = pd.DataFrame(out)
     return frame.rename(columns={"mean_clean": "mean_base", "mean_stressed": "mean_other"})

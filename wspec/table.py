@@ -25,7 +25,7 @@ from wspec.paper import (
     paper_model_for,
     paper_table1,
 )
-from wspec.stats import LAYER_MEAN, TABLE1_METRICS, delta_table
+from wspec.stats import CLEAN_FAMILIES, LAYER_MEAN, TABLE1_METRICS, delta_table
 
 #: Column stem per metric: ours = stem, stem_lo, stem_hi, stem_p; paper = paper_stem.
 STEMS: dict[str, str] = {"n_eff": "d_neff_pct", "log10_kf": "d_log10_kf", "alpha": "d_alpha"}
@@ -38,6 +38,8 @@ def table1(
     K: int = 10,
     stress_families: Sequence[str] | None = None,
     *,
+    clean_families: Sequence[str] = CLEAN_FAMILIES,
+    pair: str = "auto",
     models: Sequence[str] | None = None,
     n_boot: int = 2000,
     n_perm: int = 2000,
@@ -61,6 +63,8 @@ def table1(
         K=K,
         control=control,
         stress_families=stress_families,
+        clean_families=clean_families,
+        pair=pair,
         n_boot=n_boot,
         n_perm=n_perm,
         ci=ci,

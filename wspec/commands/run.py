@@ -27,9 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="capture activations while decoding a stimulus set and compute spectral metrics",
         description="Greedy-decode every stimulus of a set with all capture sites hooked and "
-        "write the tidy spectral table (parquet; metrics n_eff, log10_kf, alpha, "
-        "participation_ratio, stable_rank, top_share at K=10 and K=0 under the controls raw, "
-        "matched_T, null_ratio/null_diff). Finished stimuli are cached, so an interrupted run "
+        "write the tidy spectral table (parquet; metrics n_eff, log10_kf (Kirchhoff index), "
+        "alpha, participation_ratio, stable_rank, top_share, log10_cond at K=10 and K=0 under "
+        "the controls natural_T (primary), natural_win, raw, matched_T, null_ratio/null_diff, "
+        "and the sensitivity analyses budget_T and sens:*). Finished stimuli are cached, so an "
+        "interrupted run "
         "resumes. The decodes go beside the table as *.decodes.parquet.",
     )
     parser.add_argument(

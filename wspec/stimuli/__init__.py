@@ -1,4 +1,5 @@
-"""The stress set: clean, non-speech, degraded (and, per model, attacked) stimuli.
+"""The stress set: clean (sentence, long, short), non-speech, degraded, "Hell" (and, per
+model, attacked) stimuli.
 
 from wspec.stimuli import build_stimuli, load_manifest
 manifest = build_stimuli("ci")        # builds or completes the cached set

@@ -6,10 +6,12 @@ files that already exist, and writes the manifest. Ids are derived from the para
 and seeds from the id (crc32), so the same design gives the same bytes on every run.
 
 Sets:
-  "default": 216 clips: 72 clean utterances (4 voices × 18), 44 non-speech clips, 60
-             speech-in-noise, 16 trailing-silence, 12 repeated-syllable and 12 reversed clips.
-  "ci":      30 clips (12 clean, 8 non-speech, 10 degraded) with the same ids as in
-             "default", for tests and the book's reduced mode.
+  "default": 404 clips: 72 clean utterances (4 voices × 18), 16 long (four sentences,
+             4 per voice) and 12 short (three phrases × 4 voices) utterances, 44 non-speech
+             clips, 60 speech-in-noise, 16 trailing-silence, 12 repeated-syllable and 12
+             reversed clips, and 160 "Hell" clips (10 conditions of each long utterance).
+  "ci":      42 clips (12 clean, 2 long, 4 short, 8 non-speech, 10 degraded, 6 Hell) with
+             the same ids as in "default", for tests and the book's reduced mode.
 """
 
 from __future__ import annotations
@@ -28,15 +30,28 @@ from tqdm.auto import tqdm
 from wspec.audio import SAMPLE_RATE, read_audio, write_audio
 from wspec.errors import WspecError
 from wspec.paths import atomic_write_bytes
-from wspec.stimuli import degrade, nonspeech
+from wspec.stimuli import degrade, hell, nonspeech
 from wspec.stimuli.manifest import MANIFEST_NAME, params_json, save_manifest, set_dir, to_frame
 from wspec.stimuli.sentences import SENTENCES
-from wspec.stimuli.tts import synthesize
+from wspec.stimuli.tts import espeak_talker, synthesize
 
 VOICE_ORDER: tuple[str, ...] = ("piper_joe", "hibari_heart", "espeak_us", "espeak_gb_f")
 SNRS_DB: tuple[float, ...] = (20.0, 10.0, 5.0, 0.0, -5.0)
 NONSPEECH_LENGTHS_S: tuple[float, ...] = (1.0, 5.0, 10.0, 29.0, 31.0)
 SETS: tuple[str, ...] = ("default", "ci")
+LONG_GROUPS = 16  # long utterances read sentences 0–63, four each
+GROUP_SIZE = 4  # sentences per long utterance: 14–19 s with our voices
+SHORT_PHRASES: tuple[str, ...] = ("Yes.", "Thank you.", "Good morning.")
+TEMPOS: tuple[float, ...] = (1.5, 2.5, 3.5, 0.8)
+TALKERS: tuple[int, ...] = (2, 4, 6)
+# One distinct espeak-ng voice per interferer (up to 5), none of them a clean voice.
+INTERFERER_VOICES: tuple[str, ...] = (
+    "en-us+m3",
+    "en-gb+f2",
+    "en-us+f4",
+    "en-gb-scotland+m5",
+    "en+m7",
+)
 
 AudioOf = Callable[[str], np.ndarray]
 
@@ -85,6 +100,69 @@ def clean_specs(indices: range) -> list[Spec]:
                 lambda _a, t=text, v=voice, s=seed: synthesize(t, v, seed=s),
             )
         )
+    return specs
+
+
+def long_id(group: int) -> str:
+    return f"long-{group:02d}-{VOICE_ORDER[group % len(VOICE_ORDER)]}"
+
+
+def _group(group: int) -> list[int]:
+    """Sentence indices of group g: the GROUP_SIZE consecutive sentences from GROUP_SIZE·g."""
+    return [GROUP_SIZE * group + k for k in range(GROUP_SIZE)]
+
+
+def _text(sentences: list[int]) -> str:
+    return " ".join(SENTENCES[i] for i in sentences)
+
+
+def long_clean_specs(set_name: str) -> list[Spec]:
+    """Group g read by voice g mod 4 in ONE synthesis call (4 groups per voice in the full set).
+
+    One call gives one continuous utterance of four sentences (about 14–19 s with our
+    voices; three sentences gave only 11–14 s, short of the paper's 15–25 s): the decoder
+    must keep its place over many tokens, and the Hell conditions start from it.
+    """
+    specs = []
+    for g in range(2 if set_name == "ci" else LONG_GROUPS):
+        voice = VOICE_ORDER[g % len(VOICE_ORDER)]
+        sid = long_id(g)
+        text = _text(_group(g))
+        seed = zlib.crc32(sid.encode())
+        specs.append(
+            Spec(
+                sid,
+                "long_clean",
+                {"voice": voice, "sentences": _group(g)},
+                text,
+                lambda _a, t=text, v=voice, s=seed: synthesize(t, v, seed=s),
+            )
+        )
+    return specs
+
+
+def short_clean_specs(set_name: str) -> list[Spec]:
+    """One- or two-word phrases read by every voice ("Thank you." only in the ci set).
+
+    The forced-decoding sensitivity analysis needs clean speech whose natural decode is
+    shorter than the decode budget: these are its control for the forced rows, where any
+    token after the natural end is made up by the decoder, not heard.
+    """
+    specs = []
+    for phrase in ("Thank you.",) if set_name == "ci" else SHORT_PHRASES:
+        slug = phrase.lower().rstrip(".").replace(" ", "-")
+        for voice in VOICE_ORDER:
+            sid = f"short-{slug}-{voice}"
+            seed = zlib.crc32(sid.encode())
+            specs.append(
+                Spec(
+                    sid,
+                    "short_clean",
+                    {"voice": voice, "phrase": phrase},
+                    phrase,
+                    lambda _a, t=phrase, v=voice, s=seed: synthesize(t, v, seed=s),
+                )
+            )
     return specs
 
 
@@ -142,7 +220,8 @@ def nonspeech_specs(set_name: str) -> list[Spec]:
 
 
 def _derived(family: str, src: str, tag: str, params: dict, transcript: str, fn) -> Spec:
-    sid = f"{family}-{src.removeprefix('clean-')}-{tag}"
+    # The source id without its family prefix: clean-00-piper_joe → noisy_snr-00-piper_joe-…
+    sid = f"{family}-{src.split('-', 1)[1]}-{tag}"
     seed = zlib.crc32(sid.encode())
     return Spec(
         sid,
@@ -216,16 +295,102 @@ def degraded_specs(set_name: str) -> list[Spec]:
     return specs
 
 
+def _hell(src: str, tag: str, condition: str, level: str, params: dict, fn) -> Spec:
+    """A Hell clip; `condition` and `level` let the statistics stratify the family."""
+    return _derived("hell", src, tag, {"condition": condition, "level": level, **params}, "", fn)
+
+
+def _interferers(group: int, n: int) -> list[tuple[str, list[int]]]:
+    """(espeak voice, sentence indices) of the n interferers of group g.
+
+    Interferer k reads the text of long utterance (g + 1 + k) mod LONG_GROUPS in an espeak
+    variant voice, so it never speaks the target's words (n ≤ 5 < LONG_GROUPS) and the n
+    interferers of one clip read different texts.
+    """
+    return [(INTERFERER_VOICES[k], _group((group + 1 + k) % LONG_GROUPS)) for k in range(n)]
+
+
+def _talker_mix(group: int, talkers: int) -> tuple[dict, Callable[[np.ndarray, int], np.ndarray]]:
+    """Parameters and mixing function for `talkers` talkers in total (target included)."""
+    chosen = _interferers(group, talkers - 1)
+    params = {
+        "talkers": talkers,
+        "interferers": [voice for voice, _ in chosen],
+        "interferer_sentences": [sentences for _, sentences in chosen],
+    }
+
+    def mix(x: np.ndarray, _seed: int) -> np.ndarray:
+        return hell.mix_talkers(x, [espeak_talker(_text(s), voice) for voice, s in chosen])
+
+    return params, mix
+
+
+def _hell_of(group: int, ci: bool) -> list[Spec]:
+    """The Hell conditions of long utterance g (tempo 3.5, 4 talkers and noise in the ci set)."""
+    src = long_id(group)
+    color = "white" if group % 2 == 0 else "pink"
+    noise = {"snr_db": 0.0, "color": color}
+
+    def add_noise(x: np.ndarray, seed: int) -> np.ndarray:
+        return degrade.noisy(x, 0.0, color, seed)
+
+    def stretch(f: float) -> Callable[[np.ndarray, int], np.ndarray]:
+        return lambda x, _seed: hell.time_stretch(x, f)
+
+    specs = [
+        _hell(src, f"tempo{_num(f)}", "tempo", f"{f:g}", {"tempo": f}, stretch(f))
+        for f in ((3.5,) if ci else TEMPOS)
+    ]
+    for n in (4,) if ci else TALKERS:
+        params, mix = _talker_mix(group, n)
+        specs.append(_hell(src, f"talkers{n}", "talkers", str(n), params, mix))
+    specs.append(_hell(src, f"noise0db-{color}", "noise", f"0db-{color}", noise, add_noise))
+    if ci:
+        return specs
+    pair, pair_mix = _talker_mix(group, 2)
+    return specs + [
+        _hell(
+            src,
+            "tempo2p5-noise0db",
+            "tempo+noise",
+            f"2.5+0db-{color}",
+            {"tempo": 2.5, **noise},
+            lambda x, seed: add_noise(hell.time_stretch(x, 2.5), seed),
+        ),
+        _hell(
+            src,
+            "talkers2-tempo1p5",
+            "talkers+tempo",
+            "2+1.5",
+            {**pair, "tempo": 1.5},
+            lambda x, seed: hell.time_stretch(pair_mix(x, seed), 1.5),
+        ),
+    ]
+
+
+def hell_specs(set_name: str) -> list[Spec]:
+    """The paper's "Hell" stress condition, built from our own long utterances.
+
+    Per long utterance: time stretch (tempo 1.5, 2.5, 3.5 and 0.8: a slow-down beyond
+    1.25× would push the paper's 25 s utterances past Whisper's 30 s window; ours stay
+    under 18 s), 2, 4 and 6 overlapping talkers, 0 dB noise (white for even g, pink for
+    odd g), and two combinations: tempo 2.5 then 0 dB noise, 2 talkers then tempo 1.5.
+    """
+    ci = set_name == "ci"
+    return [spec for g in range(2 if ci else LONG_GROUPS) for spec in _hell_of(g, ci)]
+
+
 def design(set_name: str) -> list[Spec]:
-    """Every stimulus of a set, clean utterances first (derived ones read them back)."""
+    """Every stimulus of a set, speech first (derived clips read their sources back)."""
     if set_name not in SETS:
         raise WspecError(f"unknown stimulus set {set_name!r}; choose one of {', '.join(SETS)}.")
     clean = clean_specs(range(12) if set_name == "ci" else range(len(SENTENCES)))
-    specs = clean + nonspeech_specs(set_name) + degraded_specs(set_name)
-    # Derived families keep the source's transcript (speech in noise, trailing silence);
-    # reversed speech has no words, so its transcript stays empty.
-    text = {s.id: s.transcript for s in clean}
-    keep = {"noisy_snr", "trailing_silence"}
+    speech = clean + long_clean_specs(set_name) + short_clean_specs(set_name)
+    specs = speech + nonspeech_specs(set_name) + degraded_specs(set_name) + hell_specs(set_name)
+    # Derived families keep the source's transcript (speech in noise, trailing silence,
+    # Hell); reversed speech has no words, so its transcript stays empty.
+    text = {s.id: s.transcript for s in speech}
+    keep = {"noisy_snr", "trailing_silence", "hell"}
     return [
         Spec(s.id, s.family, s.params, text[s.source_id], s.make, s.source_id)
         if s.family in keep

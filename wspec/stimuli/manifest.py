@@ -2,7 +2,7 @@
 
 Columns (contract shared with capture, labels and the book):
   id, family, params (JSON str), seed, duration_s, transcript ('' for non-speech),
-  source_id ('' unless derived from a clean utterance), sha256 (of the WAV bytes), path.
+  source_id ('' unless derived from a clean or long utterance), sha256 (of the WAV bytes), path.
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ COLUMNS: tuple[str, ...] = (
 )
 FAMILIES: tuple[str, ...] = (
     "clean",
+    "long_clean",
+    "short_clean",
     "nonspeech",
     "noisy_snr",
     "trailing_silence",
     "repeated_syllables",
     "reversed",
+    "hell",
     "pgd_untargeted",
     "pgd_targeted",
     "gauss_control",
