@@ -12,20 +12,24 @@ export HF_HUB_OFFLINE ?= 1
 export TQDM_DISABLE ?= $(if $(CI),1,)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: book test lint unit book-ci system-deps clean
+.PHONY: book test lint unit pytest book-ci system-deps clean
 
 ## make book: run every chapter on the bundled models and build HTML + PDF
 book: $(STAMP)
 	$(VENV)/bin/wspec book --models $(MODELS)
 
-## make test: lint, the unit/integration tests, then a reduced strict book build and its checks
-test: lint unit book-ci
+## make test: lint, every test (slow ones included), then a reduced strict book build and its checks
+test: lint pytest book-ci
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check wspec tests scripts
 	$(VENV)/bin/ruff format --check wspec tests scripts
 
+## make unit: the fast tests only (no test marked slow), for a quick check while editing
 unit: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+pytest: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 book-ci: $(STAMP)

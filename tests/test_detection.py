@@ -1,4 +1,5 @@
-"""AUROC, its CI and DeLong comparison on data with known answers; the feature join."""
+"""AUROC, its CI and DeLong comparison on data with known answers (AUROCs checked against
+scikit-learn), cluster resampling of the intervals, and the feature join."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
 
 from wspec import detection, stats
 from wspec.errors import WspecError
@@ -29,6 +31,39 @@ def test_auroc_equals_pairwise_definition() -> None:
     pos, neg = s[y], s[~y]
     brute = np.mean([(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)])
     assert detection.auroc(s, y) == pytest.approx(brute, abs=1e-12)
+
+
+def test_auroc_equals_sklearn_with_and_without_weights() -> None:
+    # Point estimate: scikit-learn's trapezoidal ROC area, which counts ties ½ like our
+    # Mann–Whitney form; equal to rounding (1e-12). The bootstrap replicates are weighted
+    # AUROCs: with integer resampling counts as sample weights sklearn computes the same.
+    rng = np.random.default_rng(5)
+    s = np.round(rng.normal(size=80), 1)  # one decimal: many ties
+    y = rng.random(80) < 0.3
+    assert detection.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    counts = rng.integers(0, 4, size=(5, 80)).astype(float)
+    counts[:, np.flatnonzero(y)[0]] += 1  # every replicate keeps both classes
+    counts[:, np.flatnonzero(~y)[0]] += 1
+    expected = [roc_auc_score(y, s, sample_weight=w) for w in counts]
+    np.testing.assert_allclose(detection.weighted_aurocs(s, y, counts), expected, atol=1e-12)
+
+
+def test_auroc_ci_draws_whole_clusters() -> None:
+    # 30 cases, each copied 5 times into one cluster. Drawing whole clusters is then exactly
+    # the case bootstrap of the 30 originals (same draws: clusters are numbered like the
+    # cases, and an AUROC does not change when every case is weighted 5×). Resampling the
+    # 150 copies one by one instead pretends to 5× the data: an interval about √5 narrower.
+    rng = np.random.default_rng(6)
+    y = np.arange(30) < 12
+    s = rng.normal(size=30) + 0.8 * y
+    copies = np.repeat(np.arange(30), 5)
+    single = detection.auroc_ci(s, y, n_boot=1000, seed=3)
+    whole = detection.auroc_ci(s[copies], y[copies], clusters=copies, n_boot=1000, seed=3)
+    assert whole == pytest.approx(single, abs=1e-12)
+    rows = detection.auroc_ci(s[copies], y[copies], n_boot=1000, seed=3)
+    assert rows[2] - rows[1] < 0.6 * (whole[2] - whole[1])
+    with pytest.raises(WspecError, match="at least 2 independent units"):
+        detection.auroc_ci(s, y, clusters=np.where(y, "pos", np.arange(30).astype(str)))
 
 
 def test_auroc_random_scores_near_half() -> None:
@@ -139,3 +174,29 @@ def test_feature_table_errors() -> None:
         detection.feature_table(results, labels.drop(columns=["avg_logprob"]), model="tiny.en")
     with pytest.raises(WspecError, match="direction"):
         detection.feature_direction("dec_ffn/weird_metric")
+
+
+def test_detection_resamples_clusters_and_counts_each_input_once() -> None:
+    results, labels = _synthetic(n=40)
+    # Ten clusters of four stimuli; stimuli 0 and 1 are the same model input.
+    sids = results["stimulus_id"].str[1:].astype(int)
+    results["cluster"] = "unit:" + (sids // 4).astype(str)
+    results["input_key"] = np.where(sids == 1, "k0", "k" + sids.astype(str))
+    feats = detection.feature_table(results, labels, model="tiny.en", metrics=["n_eff"])
+    assert len(feats) == 39 and "s1" not in set(feats["stimulus_id"])
+    assert feats.set_index("stimulus_id").loc["s5", "cluster"] == "unit:1"
+    table = detection.detection_table(feats, n_boot=300).set_index("feature")
+    cross = table.loc["dec_cross_attn/n_eff"]
+    y = feats["label"].to_numpy(bool)
+    assert (cross["n_pos"], cross["n_neg"]) == (y.sum(), (~y).sum())
+    assert cross["n_clusters_pos"] == feats.loc[y, "cluster"].nunique()
+    expected = detection.auroc_ci(
+        -feats["dec_cross_attn/n_eff"], y, clusters=feats["cluster"], n_boot=300, seed=0
+    )
+    assert (cross["auroc"], cross["ci_low"], cross["ci_high"]) == pytest.approx(expected)
+    # One cluster of hallucinated cases is one unit: no interval, no comparison. (Its cases
+    # have no compression ratio, so for that feature there is no hallucinated case at all.)
+    feats["label"] = feats["cluster"].eq("unit:0")
+    one = detection.detection_table(feats, n_boot=300)
+    assert (one["n_clusters_pos"] <= 1).all() and one["auroc"].isna().all()
+    assert one["diff_vs_reference"].isna().all()

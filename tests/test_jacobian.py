@@ -183,6 +183,59 @@ def test_summary_verdict_rule() -> None:
     assert bad.loc[0, "cv_steps"] > 0.5
 
 
+def test_clip_means_average_each_clip_once() -> None:
+    """Per clip: mean log rho over layers x steps, the mean over steps of the log
+    partial-product factor (the quantity summarize_gain_alignment takes the median of), and
+    per layer one row per layer that has a rho."""
+    rhos = [[1.0, 4.0, 2.0], [2.0, 2.0, 2.0]]
+    table = _table(rhos).assign(family="clean")
+    clip = jac.clip_means(table).iloc[0]
+    assert clip["n_steps"] == 2 and clip["n_rows"] == 6
+    assert clip["log_rho"] == pytest.approx(np.mean(np.log(rhos)))
+    first = jac.summarize_gain_alignment(_table(rhos[:1])).loc[0, "partial_factor"]
+    assert first == pytest.approx(jac.partial_factor(np.log(rhos[0])))
+    assert clip["log_partial_factor"] == pytest.approx(np.log(first) / 2)  # second step: 1
+    assert clip["frac_rho_ge_1"] == pytest.approx(1.0)
+    assert clip["kappa_ratio"] == pytest.approx(10.0) and clip["kappa_sub_ratio"] == 5.0
+    layers = jac.clip_means(table, per_layer=True).set_index("layer")
+    assert layers["log_rho"].to_numpy() == pytest.approx(np.log(rhos).mean(axis=0))
+    assert layers["log_partial_factor"].isna().all()
+
+
+def test_fast_settings_on_real_tiny_en(tiny_en, sentence_audio) -> None:
+    """The referee's settings (one Lanczos cycle, no injection probes) give the same sigma
+    and alignments as the default tolerance on real tiny.en states, skip gamma, and leave
+    torch's thread setting as it was."""
+    from wspec.decoding import greedy_decode, log_mel
+
+    features = log_mel(tiny_en, sentence_audio)
+    decoded = greedy_decode(tiny_en, features=features, max_new_tokens=12)
+    ids = list(tiny_en.sot_sequence) + decoded.tokens
+    run = jac.capture_run(tiny_en.model, features, ids, len(tiny_en.sot_sequence))
+    threads = torch.get_num_threads()
+    fast = jac.measure_run(tiny_en.model, run, steps=1, frames=0, n_probes=0, tol=1e-3)
+    assert torch.get_num_threads() == threads
+    full = jac.measure_run(tiny_en.model, run, steps=1, frames=0, n_probes=4)
+    assert fast["gamma"].isna().all() and full["gamma"].dropna().gt(0).all()
+    assert (fast["n_matvec"] < full["n_matvec"]).mean() > 0.5  # fewer products
+    np.testing.assert_allclose(fast["sigma1"], full["sigma1"], rtol=1e-5)
+    for col in ("kappa", "kappa_sub"):
+        np.testing.assert_allclose(fast[col], full[col], atol=1e-4)
+
+
+def test_known_tokens_give_the_decoded_measurement(tiny_en, sentence_audio) -> None:
+    """Passing the clip's own greedy decode (as the referee passes the pipeline's) measures
+    the same run as decoding it here; only the first max_new_tokens tokens are used."""
+    from wspec.decoding import greedy_decode, log_mel
+
+    decoded = greedy_decode(tiny_en, features=log_mel(tiny_en, sentence_audio), max_new_tokens=9)
+    settings = dict(steps=2, frames=0, n_probes=0, tol=1e-3, max_new_tokens=6)
+    here = jac.measure_clip(tiny_en, sentence_audio, **settings)
+    given = jac.measure_clip(tiny_en, sentence_audio, tokens=decoded.tokens, **settings)
+    pd.testing.assert_frame_equal(here, given)
+    assert here["position"].max() == len(tiny_en.sot_sequence) - 1 + 6
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_real_tiny_en(tmp_path) -> None:
     """Real converted tiny.en on real TTS speech: the row map reproduces the real run and

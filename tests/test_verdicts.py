@@ -1,14 +1,23 @@
-"""Verdict rules on constructed inputs: every outcome reachable, scopes and ranges honoured."""
+"""Verdict rules on constructed inputs: every outcome reachable, one rule for every claim,
+scopes, bands and the Holm family honoured."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from wspec import stats, verdicts
 from wspec.errors import WspecError
-from wspec.verdicts import CONFIRMED, INCONCLUSIVE, NOT_CONFIRMED
+from wspec.verdicts import (
+    CONFIRMED,
+    CONSISTENT,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_CONFIRMED,
+    NOT_CONSISTENT,
+)
 
 
 def _deltas(rows: list[tuple[str, str, str, float, float, float]]) -> pd.DataFrame:
@@ -19,36 +28,70 @@ def _deltas(rows: list[tuple[str, str, str, float, float, float]]) -> pd.DataFra
     return frame.assign(layer=stats.LAYER_MEAN, family="pgd_untargeted")
 
 
-def test_ranges_derive_from_the_paper() -> None:
+def test_bands_derive_from_the_paper_by_one_rule() -> None:
+    # One band rule: each published v gives [v/2, 2v] widened to v ± δ near zero; the hull.
+    assert pytest.approx({"n_eff": 0.76, "alpha": 0.007}) == verdicts.NEAR_ZERO
     # C1: Tiny −7.56, Small −9.54, abstract −13.4 → [2·(−13.4), ½·(−7.56)].
     assert pytest.approx((-26.8, -3.78)) == verdicts.C1_RANGE
-    # C3: Δα +0.25, +0.24, +0.17 → [½·0.17, 2·0.25].
+    # C3: Δα +0.25, +0.24, +0.17 → [½·0.17, 2·0.25] (δ = 0.007 is below v/2 everywhere).
     assert pytest.approx((0.085, 0.5)) == verdicts.C3_RANGE
-    assert pytest.approx((-4.68, 1.0)) == verdicts.C2_RANGE
+    # C2: abstract −2.34 → [−4.68, −1.17]; Large +0.04 is near zero: ±0.76 → [−0.72, +0.80].
+    # (The old rule hand-set +1 % as C2's upper end; the floor now comes from Table 1.)
+    assert pytest.approx((-4.68, 0.80)) == verdicts.C2_RANGE
+    signs = {cid: claim.sign for cid, claim in verdicts.CHANGE_CLAIMS.items()}
+    assert signs == {"C1": -1, "C2": -1, "C3": +1}
 
 
 @pytest.mark.parametrize(
-    ("lo", "hi", "expected", "reason"),
+    ("lo", "hi", "direction", "magnitude", "verdict"),
     [
-        (-12.0, -8.0, CONFIRMED, "overlaps"),
-        (1.0, 3.0, NOT_CONFIRMED, "opposite"),
-        (-1.0, -0.5, NOT_CONFIRMED, "magnitude"),
-        (-0.5, 0.5, NOT_CONFIRMED, "includes 0 and excludes"),
-        (-10.0, 1.0, INCONCLUSIVE, "both"),
-        (float("nan"), 1.0, INCONCLUSIVE, "missing"),
+        (-12.0, -8.0, CONFIRMED, CONSISTENT, CONFIRMED),
+        (-40.0, -30.0, CONFIRMED, NOT_CONSISTENT, NOT_CONFIRMED),  # right sign, far too big
+        (-1.0, -0.5, CONFIRMED, NOT_CONSISTENT, NOT_CONFIRMED),  # right sign, far too small
+        (1.0, 3.0, CONTRADICTED, NOT_CONSISTENT, NOT_CONFIRMED),
+        (-0.5, 0.5, INCONCLUSIVE, NOT_CONSISTENT, NOT_CONFIRMED),  # rules out the paper's size
+        (-10.0, 1.0, INCONCLUSIVE, CONSISTENT, INCONCLUSIVE),  # allows 0 and the paper's size
+        (float("nan"), 1.0, INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE),
     ],
 )
-def test_judge_direction_outcomes(lo: float, hi: float, expected: str, reason: str) -> None:
-    verdict, why = verdicts.judge_direction(lo, hi, sign=-1, claimed=verdicts.C1_RANGE)
-    assert verdict == expected and reason in why
+def test_judge_change_outcomes(
+    lo: float, hi: float, direction: str, magnitude: str, verdict: str
+) -> None:
+    d, m, v, reason = verdicts.judge_change(lo, hi, sign=-1, band=verdicts.C1_RANGE)
+    assert (d, m, v) == (direction, magnitude, verdict)
+    assert f"direction {direction}" in reason and f"magnitude {magnitude}" in reason
+    assert verdicts.combine_parts(direction, magnitude) == verdict
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.0, 1.9, 2.5, 4.0, 6.0])
+def test_one_rule_for_every_claim(factor: float) -> None:
+    # A CI of ±10 % around `factor` × a claim's largest published value gets the same
+    # verdict for C1 (ΔN_eff, −13.4 %) and C3 (Δα, +0.25): the rule looks only at where the
+    # CI lies relative to the paper's numbers (sign, and the band whose upper end is 2× the
+    # largest value for every claim), never at which claim it is. So a CI at 4× is "not
+    # confirmed" for C1 exactly as a CI at 6× is for C3.
+    def ci(claim: verdicts.ChangeClaim) -> tuple[float, float]:
+        biggest = max(claim.values, key=abs)
+        return tuple(sorted((0.9 * factor * biggest, 1.1 * factor * biggest)))
+
+    outcomes = {}
+    for cid, metric in (("C1", "n_eff"), ("C3", "alpha")):
+        lo, hi = ci(verdicts.CHANGE_CLAIMS[cid])
+        rows = _deltas([("tiny.en", "dec_cross_attn", metric, (lo + hi) / 2, lo, hi)])
+        judged = getattr(verdicts, f"judge_{cid.lower()}")(rows)
+        outcomes[cid] = (judged.direction, judged.magnitude, judged.verdict)
+    # 0.9·1.9 = 1.71 < 2 still overlaps the band; 0.9·2.5 = 2.25 lies above it.
+    magnitude = CONSISTENT if factor <= 1.9 else NOT_CONSISTENT
+    verdict = CONFIRMED if factor <= 1.9 else NOT_CONFIRMED
+    assert outcomes == {cid: (CONFIRMED, magnitude, verdict) for cid in ("C1", "C3")}
 
 
 @pytest.mark.parametrize(
     ("lo", "hi", "expected"),
-    [(-1.0, 0.5, CONFIRMED), (-8.0, -6.0, NOT_CONFIRMED), (-3.0, 2.0, INCONCLUSIVE)],
+    [(1.1, 1.8, CONFIRMED), (2.5, 3.0, NOT_CONFIRMED), (1.5, 2.5, INCONCLUSIVE)],
 )
 def test_judge_within_outcomes(lo: float, hi: float, expected: str) -> None:
-    assert verdicts.judge_within(lo, hi, claimed=verdicts.C2_RANGE)[0] == expected
+    assert verdicts.judge_within(lo, hi, claimed=(1.0, verdicts.C5_MAX_FACTOR))[0] == expected
 
 
 def test_c1_combines_in_scope_models_only() -> None:
@@ -59,22 +102,34 @@ def test_c1_combines_in_scope_models_only() -> None:
         ("large-v3-turbo", "dec_cross_attn", "n_eff", 5.0, 4.0, 6.0),
     ]
     v = verdicts.judge_c1(_deltas(rows))
-    assert v.verdict == CONFIRMED
+    assert (v.verdict, v.direction, v.magnitude) == (CONFIRMED, CONFIRMED, CONSISTENT)
     assert [m.model for m in v.per_model] == ["base", "tiny.en"]
     rows[1] = ("base", "dec_cross_attn", "n_eff", -3.0, -8.0, 1.0)
-    assert verdicts.judge_c1(_deltas(rows)).verdict == INCONCLUSIVE
+    v = verdicts.judge_c1(_deltas(rows))
+    assert (v.verdict, v.direction, v.magnitude) == (INCONCLUSIVE, INCONCLUSIVE, CONSISTENT)
     rows[1] = ("base", "dec_cross_attn", "n_eff", 2.0, 1.0, 3.0)
-    assert verdicts.judge_c1(_deltas(rows)).verdict == NOT_CONFIRMED
+    v = verdicts.judge_c1(_deltas(rows))
+    assert (v.verdict, v.direction, v.magnitude) == (NOT_CONFIRMED, CONTRADICTED, NOT_CONSISTENT)
 
 
-def test_c2_needs_a_large_model() -> None:
+def test_c2_near_zero_and_scope() -> None:
     small_only = _deltas([("tiny.en", "dec_self_attn", "n_eff", -0.1, -1.0, 0.8)])
     v = verdicts.judge_c2(small_only)
     assert v.verdict == INCONCLUSIVE and "not tested" in v.reason
-    large = _deltas([("openai/whisper-large-v3-turbo", "dec_self_attn", "n_eff", -0.2, -1.0, 0.5)])
-    assert verdicts.judge_c2(large).verdict == CONFIRMED
-    collapse = _deltas([("large-v3", "dec_self_attn", "n_eff", -7.0, -8.0, -6.0)])
-    assert verdicts.judge_c2(collapse).verdict == NOT_CONFIRMED
+    large = "openai/whisper-large-v3-turbo"
+
+    def c2(lo: float, hi: float) -> verdicts.ModelVerdict:
+        return verdicts.judge_c2(_deltas([(large, "dec_self_attn", "n_eff", 0, lo, hi)])).per_model[
+            0
+        ]
+
+    # A CI around zero fits Table 1's +0.04 % but not a sign: inconclusive, not confirmed.
+    # (The old within-range rule called this "confirmed"; a claim gets its sign's verdict
+    # only from a CI that excludes zero.)
+    assert (c2(-1.0, 0.5).direction, c2(-1.0, 0.5).verdict) == (INCONCLUSIVE, INCONCLUSIVE)
+    assert c2(-2.0, -0.5).verdict == CONFIRMED  # the abstract's compression, same order
+    assert (c2(-8.0, -6.0).magnitude, c2(-8.0, -6.0).verdict) == (NOT_CONSISTENT, NOT_CONFIRMED)
+    assert c2(0.9, 2.0).verdict == NOT_CONFIRMED  # a rise: contradicted
 
 
 def test_c3_and_glue_items() -> None:
@@ -82,11 +137,42 @@ def test_c3_and_glue_items() -> None:
     v = verdicts.judge_c3(_deltas(rows))
     assert v.verdict == CONFIRMED
     items = v.glue_items()
-    assert items["C3_verdict"] == CONFIRMED
+    assert items["C3_verdict"] == CONFIRMED and items["C3_magnitude"] == CONSISTENT
     assert items["C3_tiny_en_estimate"] == pytest.approx(0.2)
+    assert items["C3_tiny_en_direction"] == CONFIRMED
     assert all(isinstance(x, (str, float)) for x in items.values())
     flat = _deltas([("tiny.en", "dec_cross_attn", "alpha", 0.0, -0.01, 0.01)])
     assert verdicts.judge_c3(flat).verdict == NOT_CONFIRMED  # CI rules out Δα ≥ 0.085
+
+
+def test_holm_over_the_claims_primary_tests() -> None:
+    rows = _deltas(
+        [
+            ("tiny.en", "dec_cross_attn", "n_eff", -9.0, -11.0, -7.0),
+            ("base", "dec_cross_attn", "n_eff", -8.0, -10.0, -6.0),
+            ("tiny.en", "dec_cross_attn", "alpha", 0.2, 0.15, 0.25),
+            ("base", "dec_cross_attn", "alpha", 0.1, -0.05, 0.25),
+            ("large-v3", "dec_self_attn", "n_eff", -1.0, -2.0, 0.1),
+            # Not a primary test of any claim: outside the family.
+            ("tiny.en", "dec_ffn", "n_eff", -1.0, -2.0, 0.1),
+        ]
+    ).assign(p_value=[0.001, 0.004, 0.01, 0.3, 0.04, 0.0001])
+    tests = verdicts.claim_tests(rows)
+    assert list(zip(tests["claim_id"], tests["model"], strict=True)) == [
+        ("C1", "base"),
+        ("C1", "tiny.en"),
+        ("C2", "large-v3"),
+        ("C3", "base"),
+        ("C3", "tiny.en"),
+    ]
+    expected = multipletests(tests["p_value"], method="holm")[1]
+    np.testing.assert_array_equal(tests["p_holm"], expected)
+    c3 = verdicts.judge_c3(rows).per_model
+    assert [m.p_holm for m in c3] == list(tests.loc[tests["claim_id"] == "C3", "p_holm"])
+    table = verdicts.verdict_table([verdicts.judge_c1(rows), verdicts.judge_c2(rows[:1])])
+    assert list(table["model"]) == ["base", "tiny.en", ""]  # C2: no large model in scope
+    assert table.loc[2, "reason"].startswith("not tested")
+    assert np.isfinite(table.loc[0, "p_holm"]) and table.loc[0, "direction"] == CONFIRMED
 
 
 def test_several_families_need_a_choice() -> None:
@@ -163,7 +249,8 @@ def test_c4_from_baseline_comparison() -> None:
     assert static["paired"] and static["ci_low"] <= -16.67 <= static["ci_high"]
     assert rec.loc["hallucinated vs healthy", "n_clean"] == 25  # healthy = clean, not hallucinated
     v = verdicts.judge_c4(base)
-    assert v.verdict == CONFIRMED
+    assert (v.verdict, v.direction, v.magnitude) == (CONFIRMED, CONFIRMED, CONSISTENT)
+    assert v.per_model[0].p_value == rec.loc["hallucinated vs healthy", "p_value"]
     assert v.evidence["tiny.en static estimate"] == pytest.approx(static["estimate"])
 
     def c4(drop: float) -> str:
@@ -211,25 +298,69 @@ def test_c5_gain_stability_outcomes() -> None:
         verdicts.judge_c5(_jacobian([1.0, 1.0], 0.1, 5).drop(columns=["rho"]))
 
 
-def test_c6_and_evaluate_claims() -> None:
+def test_c5_resamples_decodes_not_steps() -> None:
+    # Three decoding steps of one decode are not three independent measurements. When every
+    # stimulus's steps are identical copies, drawing stimuli is exactly the bootstrap of one
+    # step per stimulus (the expanded sample's median is the stimuli's median), while
+    # resampling steps pretends to 3× the data and narrows the interval.
+    rng = np.random.default_rng(3)
+    gains = [1.0, 1.3, 0.8, 1.1]
+    profiles = [np.array(gains) * rng.lognormal(0, 0.3, 4) for _ in range(12)]
+    rows = [
+        ("tiny.en", f"s{i}", "decoder", layer, step, rho)
+        for i, profile in enumerate(profiles)
+        for step in range(3)
+        for layer, rho in enumerate(profile)
+    ]
+    columns = ["model", "stimulus_id", "stack", "layer", "step", "rho"]
+    jac = pd.DataFrame(rows, columns=columns)
+    by_stimulus = verdicts.gain_stability(jac, n_boot=1000).iloc[0]
+    one_step = verdicts.gain_stability(jac[jac["step"] == 0], n_boot=1000).iloc[0]
+    assert (by_stimulus["n_units"], by_stimulus["n_clusters"]) == (36, 12)
+    assert (by_stimulus["ci_low"], by_stimulus["ci_high"]) == pytest.approx(
+        (one_step["ci_low"], one_step["ci_high"]), abs=1e-12
+    )
+    per_step = verdicts.gain_stability(
+        jac.drop(columns=["stimulus_id"]).assign(
+            step=jac["step"] + 10 * jac["stimulus_id"].str[1:].astype(int)
+        ),
+        n_boot=1000,
+    ).iloc[0]
+    assert per_step["n_clusters"] == 36
+    width = by_stimulus["ci_high"] - by_stimulus["ci_low"]
+    assert per_step["ci_high"] - per_step["ci_low"] < 0.8 * width
+    with pytest.raises(WspecError, match="at least 2 independent units"):
+        verdicts.gain_stability(jac[jac["stimulus_id"] == "s0"])
+
+
+def test_cluster_medians_equal_numpy_on_the_expanded_sample() -> None:
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=9)
+    clusters = ["a", "a", "b", "c", "c", "c", "d", "e", "e"]
+    medians = verdicts.cluster_medians(values, clusters, 50, np.random.default_rng(1))
+    # Replay the draws: cluster counts per replicate, each value repeated by its cluster's.
+    codes = pd.factorize(pd.Series(clusters))[0]
+    counts = stats.resample_counts(np.random.default_rng(1), 5, 50)[:, codes].astype(int)
+    expected = [np.median(np.repeat(values, c)) for c in counts]
+    np.testing.assert_allclose(medians, expected, rtol=0, atol=1e-15)
+
+
+def test_c6_two_part_rule() -> None:
     det = pd.DataFrame(
         {
-            "model": ["tiny.en", "base", "small"],
-            "feature": ["dec_cross_attn/alpha"] * 3,
-            "auroc": [0.8, 0.5, 0.6],
-            "ci_low": [0.7, 0.4, 0.45],
-            "ci_high": [0.9, 0.58, 0.75],
+            "model": ["tiny.en", "base", "small", "medium"],
+            "feature": ["dec_cross_attn/alpha"] * 4,
+            "auroc": [0.8, 0.5, 0.6, 0.55],
+            "ci_low": [0.7, 0.4, 0.45, 0.52],
+            "ci_high": [0.9, 0.58, 0.75, 0.58],
         }
     )
     v = verdicts.judge_c6(det)
-    assert [(m.model, m.verdict) for m in v.per_model] == [
-        ("base", NOT_CONFIRMED),
-        ("small", INCONCLUSIVE),
-        ("tiny.en", CONFIRMED),
+    assert [(m.model, m.direction, m.magnitude, m.verdict) for m in v.per_model] == [
+        ("base", INCONCLUSIVE, NOT_CONSISTENT, NOT_CONFIRMED),  # rules out a useful detector
+        # Better than chance but not useful (the old rule confirmed this one).
+        ("medium", CONFIRMED, NOT_CONSISTENT, NOT_CONFIRMED),
+        ("small", INCONCLUSIVE, CONSISTENT, INCONCLUSIVE),
+        ("tiny.en", CONFIRMED, CONSISTENT, CONFIRMED),
     ]
-    assert v.verdict == NOT_CONFIRMED
-    deltas = _deltas([("tiny.en", "dec_cross_attn", "n_eff", -9.0, -11.0, -7.0)])
-    all_claims = verdicts.evaluate_claims(deltas, detection=det)
-    table = verdicts.verdict_table(all_claims)
-    assert list(table["claim_id"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
-    assert table.set_index("claim_id").loc["C4", "verdict"] == INCONCLUSIVE  # no baselines given
+    assert (v.verdict, v.direction, v.magnitude) == (NOT_CONFIRMED, INCONCLUSIVE, NOT_CONSISTENT)

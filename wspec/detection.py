@@ -10,9 +10,15 @@ flag (or `hallucinated_gated`). Candidate detectors are scores known at decode t
 Each score has a direction fixed *in advance* (`DIRECTIONS`: e.g. lower N_eff, lower avg
 log-prob, higher compression ratio → hallucination), so AUROC < 0.5 means the feature points the
 other way; we never flip a feature after seeing the data. AUROC = Mann–Whitney U / (n₊·n₋)
-with mid-ranks for ties; its CI is a stratified percentile bootstrap (positives and negatives
-resampled separately, seeded). Two detectors on the same cases are compared with DeLong's test
-(correlated AUROCs) and a paired bootstrap CI of the AUROC difference.
+with mid-ranks for ties (checked against scikit-learn). Its CI is a percentile bootstrap that
+resamples the independent units, not the cases: the ``cluster`` column (`wspec.units`: a
+sentence and every clip made from it, one non-speech generator kind, ...) groups the cases,
+and whole clusters are drawn with replacement, stratified into clusters holding only
+hallucinated cases, only correct ones, and both (so every resample has both classes); cases
+without clusters are resampled one by one, positives and negatives separately. Identical
+model inputs (equal ``input_key``) are one case. Two detectors on the same cases are
+compared with DeLong's test (correlated AUROCs; it treats cases as independent) and a
+bootstrap CI of the AUROC difference (the same cluster resamples for both).
 """
 
 from __future__ import annotations
@@ -28,8 +34,12 @@ from wspec.stats import (
     LAYER_MEAN,
     TABLE1_COMPONENTS,
     TABLE1_METRICS,
+    Labels,
+    cluster_units,
     select_results,
     stimulus_values,
+    stratified_counts,
+    unit_columns,
 )
 
 #: Whisper's own decode-time signals and the direction that indicates hallucination.
@@ -66,42 +76,76 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndar
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _boot_aurocs(
-    score_matrix: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator
+def weighted_aurocs(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of `scores` under each row of case `weights` (replicates × cases).
+
+    The share of (positive, negative) weight pairs in which the positive scores higher, ties
+    counting ½: with integer weights, the AUROC of the sample that repeats each case that
+    many times (a bootstrap resample). Computed per block of tied scores in one pass.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = _binary(labels)
+    order = np.argsort(s, kind="stable")
+    sorted_s = s[order]
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    w = np.atleast_2d(weights)[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~y[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each tie block
+    return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _case_units(y: np.ndarray, clusters: Labels) -> tuple[np.ndarray, int, int]:
+    """Unit index per case, and how many units hold positives and how many negatives."""
+    if clusters is None:
+        unit = np.arange(y.size)
+    else:
+        names = pd.Series(list(clusters), dtype=object)
+        if names.size != y.size:
+            raise WspecError(f"{names.size} cluster labels for {y.size} cases")
+        unit = pd.factorize(names)[0]
+    return unit, np.unique(unit[y]).size, np.unique(unit[~y]).size
+
+
+def _boot_weights(
+    y: np.ndarray, clusters: Labels, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Stratified bootstrap AUROCs for each row of `score_matrix` (same resamples for all rows)."""
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    idx = np.concatenate(
-        [
-            pos[rng.integers(0, pos.size, (n_boot, pos.size))],
-            neg[rng.integers(0, neg.size, (n_boot, neg.size))],
-        ],
-        axis=1,
-    )
-    out = []
-    for scores in score_matrix:
-        ranks = stats.rankdata(scores[idx], axis=1)
-        out.append(
-            (ranks[:, : pos.size].sum(1) - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size)
+    """Bootstrap weight of every case (n_boot × cases): whole clusters drawn with replacement.
+
+    Strata (`wspec.stats.cluster_units`): clusters of correct cases only, of hallucinated
+    cases only, and of both; every resample so has both classes. Without clusters each case
+    is a unit and the strata are the two classes: the stratified case bootstrap.
+    """
+    unit, n_pos_units, n_neg_units = _case_units(y, clusters)
+    if n_pos_units < 2 or n_neg_units < 2:
+        raise WspecError(
+            f"{n_pos_units} hallucinated and {n_neg_units} correct cluster(s); an AUROC "
+            "interval needs at least 2 independent units of each"
         )
-    return np.asarray(out)
+    first_n, _, strata = cluster_units(unit, y)
+    return stratified_counts(rng, strata, first_n.size, n_boot)[:, unit]
 
 
 def auroc_ci(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[bool] | np.ndarray,
     *,
+    clusters: Labels = None,
     n_boot: int = 2000,
     ci: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """AUROC with a stratified percentile-bootstrap CI: (auroc, ci_low, ci_high)."""
+    """AUROC with a percentile-bootstrap CI over clusters: (auroc, ci_low, ci_high).
+
+    `clusters` (one label per case, e.g. the results' ``cluster`` column) are the independent
+    units the bootstrap draws (`_boot_weights`); None = each case is its own unit.
+    """
     s = np.asarray(scores, dtype=np.float64)
     y = _binary(labels)
     point = auroc(s, y)
-    boot = _boot_aurocs(s[None, :], y, n_boot, np.random.default_rng(seed))[0]
+    w = _boot_weights(y, clusters, n_boot, np.random.default_rng(seed))
     alpha = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    lo, hi = np.quantile(weighted_aurocs(s, y, w), [alpha, 1.0 - alpha])
     return point, float(lo), float(hi)
 
 
@@ -152,15 +196,16 @@ def paired_auroc_difference(
     scores_b: Sequence[float] | np.ndarray,
     labels: Sequence[bool] | np.ndarray,
     *,
+    clusters: Labels = None,
     n_boot: int = 2000,
     ci: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """AUROC(a) − AUROC(b) with a paired stratified bootstrap CI (same resampled cases)."""
+    """AUROC(a) − AUROC(b) with a bootstrap CI from the same cluster resamples for both."""
     y = _binary(labels)
     a, b = np.asarray(scores_a, float), np.asarray(scores_b, float)
-    boot = _boot_aurocs(np.vstack([a, b]), y, n_boot, np.random.default_rng(seed))
-    diff = boot[0] - boot[1]
+    w = _boot_weights(y, clusters, n_boot, np.random.default_rng(seed))
+    diff = weighted_aurocs(a, y, w) - weighted_aurocs(b, y, w)
     alpha = (1.0 - ci) / 2.0
     lo, hi = np.quantile(diff, [alpha, 1.0 - alpha])
     return auroc(a, y) - auroc(b, y), float(lo), float(hi)
@@ -177,10 +222,13 @@ def feature_table(
     metrics: Sequence[str] = TABLE1_METRICS,
     label_column: str = "hallucinated",
 ) -> pd.DataFrame:
-    """One row per stimulus decoded by `model`: label, Whisper signals, spectral features.
+    """One row per model input decoded by `model`: label, Whisper signals, spectral features.
 
     Spectral columns are "component/metric", the metric averaged over layers per stimulus
-    (stimuli missing a layer get NaN). Joined on stimulus_id with the label table.
+    (stimuli missing a layer get NaN). Joined on stimulus_id with the label table. The
+    ``cluster`` and ``input_key`` columns come from the results (`wspec.stats.unit_columns`);
+    stimuli that are the same model input (digital silence of any length, speech followed by
+    silence inside the window and its source) are one case: the first by stimulus id is kept.
     """
     need = {"model", "stimulus_id", "family", label_column, *WHISPER_SIGNALS}
     if not need <= set(labels.columns):
@@ -201,6 +249,12 @@ def feature_table(
                 continue
             vals = stimulus_values(cell, LAYER_MEAN).set_index("stimulus_id")["value"]
             out[f"{component}/{metric}"] = vals.reindex(out.index)
+    units = unit_columns(sub).reindex(out.index)
+    own = out.index.to_series(index=out.index).astype(str)
+    for column in units.columns:
+        out[column] = units[column].fillna(own)
+    out = out.sort_index()
+    out = out[~out["input_key"].duplicated()]
     return out.reset_index().assign(model=model)
 
 
@@ -216,6 +270,51 @@ def feature_direction(feature: str, directions: Mapping[str, int] | None = None)
     return METRIC_DIRECTIONS[metric]
 
 
+_NAN = float("nan")
+REFERENCE_COLUMNS: tuple[str, ...] = ("diff_vs_reference", "diff_low", "diff_high", "delong_p")
+
+
+def _auroc_row(
+    x: np.ndarray, y: np.ndarray, clusters: np.ndarray, n_boot: int, ci: float, seed: int
+) -> dict[str, float]:
+    """Counts, AUROC and its cluster-bootstrap CI (NaN with < 2 clusters of either class)."""
+    _, n_pos_units, n_neg_units = _case_units(y, clusters)
+    row: dict[str, float] = {
+        "n_pos": int(y.sum()),
+        "n_neg": int((~y).sum()),
+        "n_clusters_pos": n_pos_units,
+        "n_clusters_neg": n_neg_units,
+    }
+    if min(n_pos_units, n_neg_units) < 2:
+        return row | dict.fromkeys(["auroc", "ci_low", "ci_high"], _NAN)
+    auc, lo, hi = auroc_ci(x, y, clusters=clusters, n_boot=n_boot, ci=ci, seed=seed)
+    return row | {"auroc": auc, "ci_low": lo, "ci_high": hi}
+
+
+def _reference_row(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    clusters: np.ndarray,
+    n_boot: int,
+    ci: float,
+    seed: int,
+) -> dict[str, float]:
+    """AUROC(a) − AUROC(b) with its cluster-bootstrap CI and DeLong's p (NaN if too few)."""
+    _, n_pos_units, n_neg_units = _case_units(y, clusters)
+    if min(n_pos_units, n_neg_units) < 2:
+        return dict.fromkeys(REFERENCE_COLUMNS, _NAN)
+    diff, lo, hi = paired_auroc_difference(
+        a, b, y, clusters=clusters, n_boot=n_boot, ci=ci, seed=seed
+    )
+    return {
+        "diff_vs_reference": diff,
+        "diff_low": lo,
+        "diff_high": hi,
+        "delong_p": delong_test(a, b, y)["p_value"],
+    }
+
+
 def detection_table(
     features: pd.DataFrame,
     *,
@@ -229,43 +328,35 @@ def detection_table(
 
     `features` is `feature_table` output (one or more models concatenated). Per model and
     feature, cases with a missing feature value are dropped; the comparison with `reference`
-    uses the cases where both are present. Columns: model, feature, kind ("spectral" /
-    "whisper"), direction, n_pos, n_neg, auroc, ci_low, ci_high, diff_vs_reference, diff_low,
-    diff_high, delong_p. A model whose cases are all one class gets NaN AUROCs.
+    uses the cases where both are present. Intervals resample the ``cluster`` column's
+    clusters (each case its own if the column is absent); with fewer than 2 clusters holding
+    hallucinated cases or 2 holding correct ones, the AUROC and its comparison are NaN.
+    Columns: model, feature, kind ("spectral" / "whisper"), direction, n_pos, n_neg,
+    n_clusters_pos, n_clusters_neg, auroc, ci_low, ci_high, diff_vs_reference, diff_low,
+    diff_high, delong_p.
     """
     feature_cols = [c for c in features.columns if "/" in c or c in WHISPER_SIGNALS]
     rows = []
     for model, sub in features.groupby("model"):
-        y_all = sub["label"].astype(bool).to_numpy()
+        y = sub["label"].astype(bool).to_numpy()
+        has_clusters = "cluster" in sub.columns
+        groups = sub["cluster"].to_numpy(object) if has_clusters else np.arange(len(sub))
+        ref = feature_direction(reference, directions) * sub[reference].to_numpy(float)
         for feature in feature_cols:
             sign = feature_direction(feature, directions)
-            x = sub[feature].to_numpy(float)
+            x = sign * sub[feature].to_numpy(float)
             ok = np.isfinite(x)
-            y = y_all[ok]
             row: dict[str, object] = {
                 "model": model,
                 "feature": feature,
                 "kind": "spectral" if "/" in feature else "whisper",
                 "direction": sign,
-                "n_pos": int(y.sum()),
-                "n_neg": int((~y).sum()),
             }
-            nan = float("nan")
-            row |= dict.fromkeys(["auroc", "ci_low", "ci_high"], nan)
-            row |= dict.fromkeys(["diff_vs_reference", "diff_low", "diff_high", "delong_p"], nan)
-            if row["n_pos"] >= 2 and row["n_neg"] >= 2:
-                auc, lo, hi = auroc_ci(sign * x[ok], y, n_boot=n_boot, ci=ci, seed=seed)
-                row |= {"auroc": auc, "ci_low": lo, "ci_high": hi}
-                r = sub[reference].to_numpy(float)
-                both = ok & np.isfinite(r)
-                yb = y_all[both]
-                if feature != reference and min(yb.sum(), (~yb).sum()) >= 2:
-                    a = sign * x[both]
-                    b = feature_direction(reference, directions) * r[both]
-                    diff, dlo, dhi = paired_auroc_difference(
-                        a, b, yb, n_boot=n_boot, ci=ci, seed=seed
-                    )
-                    row |= {"diff_vs_reference": diff, "diff_low": dlo, "diff_high": dhi}
-                    row["delong_p"] = delong_test(a, b, yb)["p_value"]
+            row |= _auroc_row(x[ok], y[ok], groups[ok], n_boot, ci, seed)
+            both = ok & np.isfinite(ref)
+            if feature != reference and np.isfinite(row["auroc"]):
+                row |= _reference_row(x[both], ref[both], y[both], groups[both], n_boot, ci, seed)
+            else:
+                row |= dict.fromkeys(REFERENCE_COLUMNS, _NAN)
             rows.append(row)
     return pd.DataFrame(rows)

@@ -28,13 +28,17 @@ What is measured (one stimulus, one model):
 
 Null references for a random unit vector in R^D: E|<a, b>| ~ sqrt(2 / (pi D)) (kappa_null),
 and E||P a|| for a fixed 2-plane ~ sqrt(pi / (2 D)) (kappa_sub_null; chi with 2 dof / sqrt D).
+
+`clip_means` reduces the per-position table to one row per clip (and layer), the unit that
+intervals resample: layers and decoding steps of one clip share its audio and its decode.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,6 +275,23 @@ def injection_coherence(
     return math.sqrt(float(sq[0])) / fro, fro
 
 
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU work on one intra-op thread, restoring the setting afterwards.
+
+    Every Jacobian product works on one D-vector, too little to split across threads: on a
+    shared 2-core machine two threads made each product ~20x slower (they wait for each
+    other) than one. GPU work is unaffected.
+    """
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _pick(n: int, k: int) -> list[int]:
     """k evenly spaced indices of range(n) (all of them when k >= n)."""
     if k >= n:
@@ -288,6 +309,7 @@ def measure_run(
     n_frames_audio: int | None = None,
     n_probes: int = 16,
     method: str = "lanczos",
+    tol: float = 1e-6,
     seed: int = 0,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -295,58 +317,86 @@ def measure_run(
 
     `steps` decoding steps (evenly spaced over prompt end .. last generated token) and
     `frames` encoder frames (evenly spaced over the first `n_frames_audio` frames, i.e.
-    the part of the 30 s window that holds the clip) are measured.
+    the part of the 30 s window that holds the clip) are measured. `tol` is ARPACK's
+    relative tolerance: 1e-3 stops after the first Lanczos cycle (about half the products
+    of 1e-6) and still gave sigma_1 to 1e-14 and kappa to 1e-8 on tiny.en. `n_probes=0`
+    skips the injection coherence (gamma and inj_fro NaN) for callers that use only sigma,
+    kappa and rho.
     """
     whisper = model.model
-    rows: list[dict] = []
     n_steps = len(run.tokens) + 1
     jobs: list[tuple[str, int, int]] = []
     n_audio = min(n_frames_audio or run.enc_out.shape[0], run.enc_out.shape[0])
     jobs += [("encoder", -1, pos) for pos in _pick(n_audio, frames)]
     jobs += [("decoder", s, run.n_prompt - 1 + s) for s in _pick(n_steps, steps)]
-    for stack, step, pos in tqdm(jobs, disable=not progress, desc="positions", leave=False):
-        layers = whisper.encoder.layers if stack == "encoder" else whisper.decoder.layers
-        inputs = run.enc_inputs if stack == "encoder" else run.dec_inputs
-        triplets, joints = [], []
-        for j, layer in enumerate(layers):
-            if stack == "encoder":
-                f = encoder_row_map(layer, inputs[j], pos)
-                joints.append(None)
-            else:
-                f, joint = decoder_maps(layer, inputs[j], run.enc_out, pos)
-                joints.append(joint)
-            triplets.append(top_singular(f, inputs[j][pos], method=method, seed=seed))
-        for j, tr in enumerate(triplets):
-            nxt = triplets[j + 1] if j + 1 < len(triplets) else None
-            kappa = float(abs(nxt.v @ tr.u)) if nxt is not None else float("nan")
-            kappa_sub = float("nan")
-            if nxt is not None and nxt.v2 is not None:
-                kappa_sub = float(np.hypot(nxt.v @ tr.u, nxt.v2 @ tr.u))
-            gamma_j, fro = float("nan"), float("nan")
-            if joints[j] is not None and nxt is not None:
-                gamma_j, fro = injection_coherence(
-                    joints[j], inputs[j][pos], run.enc_out, nxt.v, n_probes, seed
-                )
-            rows.append(
-                {
-                    "stack": stack,
-                    "layer": j,
-                    "step": step,
-                    "position": pos,
-                    "sigma1": tr.sigma1,
-                    "sigma2": tr.sigma2,
-                    "kappa": kappa,
-                    "rho": tr.sigma1 * kappa,
-                    "gamma": gamma_j,
-                    "inj_fro": fro,
-                    "n_matvec": tr.n_matvec,
-                    "d_model": int(run.enc_out.shape[-1]),
-                    "kappa_null": math.sqrt(2 / (math.pi * run.enc_out.shape[-1])),
-                    "kappa_sub": kappa_sub,
-                    "kappa_sub_null": math.sqrt(math.pi / (2 * run.enc_out.shape[-1])),
-                }
+    with _one_thread(run.enc_out.device):
+        rows = [
+            row
+            for stack, step, pos in tqdm(jobs, disable=not progress, desc="positions", leave=False)
+            for row in _measure_position(
+                whisper, run, stack, step, pos, n_probes=n_probes, method=method, tol=tol, seed=seed
             )
+        ]
     return pd.DataFrame(rows)
+
+
+def _measure_position(
+    whisper: nn.Module,
+    run: RunStates,
+    stack: str,
+    step: int,
+    pos: int,
+    *,
+    n_probes: int,
+    method: str,
+    tol: float,
+    seed: int,
+) -> list[dict]:
+    """The rows of every layer of one stack at one position (see measure_run)."""
+    layers = whisper.encoder.layers if stack == "encoder" else whisper.decoder.layers
+    inputs = run.enc_inputs if stack == "encoder" else run.dec_inputs
+    triplets, joints = [], []
+    for j, layer in enumerate(layers):
+        if stack == "encoder":
+            f = encoder_row_map(layer, inputs[j], pos)
+            joints.append(None)
+        else:
+            f, joint = decoder_maps(layer, inputs[j], run.enc_out, pos)
+            joints.append(joint)
+        triplets.append(top_singular(f, inputs[j][pos], method=method, seed=seed, tol=tol))
+    d_model = int(run.enc_out.shape[-1])
+    rows = []
+    for j, tr in enumerate(triplets):
+        nxt = triplets[j + 1] if j + 1 < len(triplets) else None
+        kappa = float(abs(nxt.v @ tr.u)) if nxt is not None else float("nan")
+        kappa_sub = float("nan")
+        if nxt is not None and nxt.v2 is not None:
+            kappa_sub = float(np.hypot(nxt.v @ tr.u, nxt.v2 @ tr.u))
+        gamma_j, fro = float("nan"), float("nan")
+        if joints[j] is not None and nxt is not None and n_probes > 0:
+            gamma_j, fro = injection_coherence(
+                joints[j], inputs[j][pos], run.enc_out, nxt.v, n_probes, seed
+            )
+        rows.append(
+            {
+                "stack": stack,
+                "layer": j,
+                "step": step,
+                "position": pos,
+                "sigma1": tr.sigma1,
+                "sigma2": tr.sigma2,
+                "kappa": kappa,
+                "rho": tr.sigma1 * kappa,
+                "gamma": gamma_j,
+                "inj_fro": fro,
+                "n_matvec": tr.n_matvec,
+                "d_model": d_model,
+                "kappa_null": math.sqrt(2 / (math.pi * d_model)),
+                "kappa_sub": kappa_sub,
+                "kappa_sub_null": math.sqrt(math.pi / (2 * d_model)),
+            }
+        )
+    return rows
 
 
 def measure_clip(
@@ -356,43 +406,65 @@ def measure_clip(
     stimulus_id: str = "clip",
     family: str = "",
     max_new_tokens: int = 48,
+    tokens: Sequence[int] | None = None,
     **kwargs,
 ) -> pd.DataFrame:
-    """Greedy-decode one 16 kHz clip, capture the run and measure every layer (see measure_run)."""
+    """Capture one 16 kHz clip's run on its greedy decode and measure every layer (measure_run).
+
+    `tokens`: the clip's decode when it is already known (the spectral pipeline's, so that
+    rho is measured on the very rows whose spectrum it is compared with, and the decode is
+    not paid twice); else it is greedy-decoded here. At most `max_new_tokens` are used.
+    The decode and capture run on one CPU thread too: their steps are as small as the
+    Jacobian products, and on the shared machine they took 3x longer on two threads.
+    """
     from wspec.decoding import SAMPLE_RATE, greedy_decode, log_mel
 
-    features = log_mel(loaded, audio)
-    decoded = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens)
-    ids = list(loaded.sot_sequence) + decoded.tokens
-    run = capture_run(loaded.model, features, ids, len(loaded.sot_sequence))
+    with _one_thread(loaded.device):
+        features = log_mel(loaded, audio)
+        if tokens is None:
+            tokens = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens).tokens
+        tokens = [int(t) for t in tokens[:max_new_tokens]]
+        ids = list(loaded.sot_sequence) + tokens
+        run = capture_run(loaded.model, features, ids, len(loaded.sot_sequence))
     n_audio = max(1, int(math.ceil(len(audio) / SAMPLE_RATE * 50)))  # 50 encoder frames / s
     df = measure_run(loaded.model, run, n_frames_audio=n_audio, **kwargs)
     df.insert(0, "family", family)
     df.insert(0, "stimulus_id", stimulus_id)
     df.insert(0, "model", loaded.name)
-    df["text"] = decoded.text
+    df["text"] = loaded.tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return df
 
 
-def measure_clips(loaded, clips: dict[str, tuple[str, np.ndarray]], **kwargs) -> pd.DataFrame:
+def measure_clips(
+    loaded,
+    clips: dict[str, tuple[str, np.ndarray]],
+    *,
+    tokens: dict[str, Sequence[int]] | None = None,
+    **kwargs,
+) -> pd.DataFrame:
     """measure_clip over {stimulus_id: (family, audio)}, cached on disk.
 
-    The key covers the model and its weights version, every clip's samples, the keyword
-    arguments and this module's source, so a change to any of them recomputes instead of
-    reusing stale numbers.
+    `tokens`: known decodes by stimulus id (see measure_clip); clips without one are decoded.
+    The key covers the model and its weights version, every clip's samples and given tokens,
+    the keyword arguments and this module's source, so a change to any of them recomputes
+    instead of reusing stale numbers.
     """
+    tokens = {sid: [int(t) for t in toks] for sid, toks in (tokens or {}).items()}
     digest = source_digest(Path(__file__))
     digest.update(loaded.identity.encode())
     digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
     for sid, (family, audio) in sorted(clips.items()):
         digest.update(f"{sid}/{family}".encode())
         digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        digest.update(json.dumps(tokens.get(sid)).encode())
     path = cache_dir("jacobian", "clips") / f"{digest.hexdigest()[:20]}.parquet"
     if path.is_file():
         return pd.read_parquet(path)
     table = pd.concat(
         [
-            measure_clip(loaded, audio, stimulus_id=sid, family=family, **kwargs)
+            measure_clip(
+                loaded, audio, stimulus_id=sid, family=family, tokens=tokens.get(sid), **kwargs
+            )
             for sid, (family, audio) in clips.items()
         ],
         ignore_index=True,
@@ -400,6 +472,63 @@ def measure_clips(loaded, clips: dict[str, tuple[str, np.ndarray]], **kwargs) ->
     with atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
     return table
+
+
+def partial_factor(log_rho: np.ndarray) -> float:
+    """max_k exp|sum_{j>=k} log(rho_j / rho_bar)| over one position's layers (in layer order).
+
+    How far the uniform model rho_bar^{L-k} (rho_bar the geometric mean) misses the actual
+    aligned weight prod_{j>=k} rho_j of the worst partial product: 1 if every rho_j is equal.
+    """
+    dev = np.asarray(log_rho, dtype=float) - np.mean(log_rho)
+    return float(np.exp(np.abs(np.cumsum(dev[::-1])).max()))
+
+
+#: Per-clip quantities of `clip_means`; those starting with "log_" are averaged on log scale.
+CLIP_COLUMNS: tuple[str, ...] = (
+    "log_rho",
+    "log_sigma1",
+    "kappa_ratio",
+    "kappa_sub_ratio",
+    "frac_rho_ge_1",
+    "log_partial_factor",
+)
+
+
+def clip_means(
+    df: pd.DataFrame, *, stack: str = "decoder", per_layer: bool = False
+) -> pd.DataFrame:
+    """One row per model x clip (x layer with `per_layer`): the clip's measured positions
+    averaged, because a clip's layers and steps share its audio and its decode and so are not
+    independent draws; intervals resample these rows (or their clusters), never positions.
+
+    Rows without rho (the last layer: no successor) are left out. Columns: model,
+    stimulus_id, family, [layer], n_steps, n_rows and `CLIP_COLUMNS`: log_rho (mean log rho,
+    so exp of it is the geometric-mean rho_bar of the uniform model), log_sigma1,
+    kappa_ratio and kappa_sub_ratio (alignment over its random-direction null: 1 = chance),
+    frac_rho_ge_1, and log_partial_factor (mean over steps of log `partial_factor`; NaN per
+    layer, where it is undefined).
+    """
+    d = df[(df["stack"] == stack) & np.isfinite(df["rho"]) & (df["rho"] > 0)].copy()
+    d["log_rho"] = np.log(d["rho"])
+    d["log_sigma1"] = np.log(d["sigma1"])
+    d["kappa_ratio"] = d["kappa"] / d["kappa_null"]
+    d["kappa_sub_ratio"] = d["kappa_sub"] / d["kappa_sub_null"]
+    d["frac_rho_ge_1"] = (d["rho"] >= 1).astype(float)
+    keys = ["model", "stimulus_id", "family", *(["layer"] if per_layer else [])]
+    grouped = d.groupby(keys, sort=True)
+    out = grouped.agg(n_steps=("step", "nunique"), n_rows=("rho", "size"))
+    out = out.join(grouped[list(CLIP_COLUMNS[:-1])].mean())
+    if per_layer:
+        out["log_partial_factor"] = np.nan
+    else:
+        per_step = d.sort_values("layer").groupby([*keys, "step"])["log_rho"].agg(_log_factor)
+        out["log_partial_factor"] = per_step.groupby(level=keys).mean()
+    return out.reset_index()
+
+
+def _log_factor(log_rho: pd.Series) -> float:
+    return math.log(partial_factor(log_rho.to_numpy())) if len(log_rho) > 1 else math.nan
 
 
 def summarize_gain_alignment(
@@ -430,13 +559,11 @@ def summarize_gain_alignment(
         per_pos = []
         for _, run in grp.groupby(["stimulus_id", "stack", "position"], sort=False):
             lr = run.sort_values("layer")["log_rho"].to_numpy()
-            dev = lr - lr.mean()
-            tails = np.cumsum(dev[::-1])[::-1]
             rr = np.exp(lr)
             per_pos.append(
                 {
                     "cv": float(rr.std() / rr.mean()) if len(rr) > 1 else float("nan"),
-                    "factor": float(np.exp(np.abs(tails).max())),
+                    "factor": partial_factor(lr),
                     "same_side": bool(np.all(lr >= 0) or np.all(lr < 0)),
                 }
             )

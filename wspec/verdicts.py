@@ -1,24 +1,39 @@
 """Computed verdicts on the paper's claims: "confirmed", "not confirmed" or "inconclusive".
 
-Each claim is judged from confidence intervals, so a re-run on other models or stimuli can
-change the verdict. The rules (also in each judge's docstring):
+Each claim is judged from 95 % confidence intervals, so a re-run on other models or stimuli
+can change the verdict. One rule per kind of verdict, the same for every claim:
 
-* Directional claim with a claimed range R (`judge_direction`), in this order:
-  **not confirmed** if the CI lies entirely on the opposite side of 0; **confirmed** if the CI
-  excludes 0 in the claimed direction and overlaps R; **not confirmed** if it excludes 0 in the
-  claimed direction but misses R (right sign, wrong size); **not confirmed** if it includes 0
-  and misses R (the data rule out the claimed size); otherwise **inconclusive** (the CI
-  includes 0 and overlaps R).
-* "Small / about zero" claim with range R (`judge_within`): confirmed if the CI lies inside
-  R, not confirmed if it lies entirely outside R, inconclusive otherwise.
-* A claim over several models is confirmed if every in-scope model confirms it, not confirmed
-  if any in-scope model does not, inconclusive otherwise — and inconclusive ("not tested") if
-  no model in the results falls in the claim's scope (e.g. no large model was run).
+* **Direction** (`judge_direction`): the claim's sign s (C1 −, C2 −, C3 +; C4 −; C6 + about
+  AUROC 0.5). The CI excludes the null value on side s → *confirmed*; it excludes it on the
+  other side → *contradicted*; otherwise *inconclusive*.
+* **Magnitude** (`judge_magnitude`): the claim's equivalence band B. The CI overlaps B →
+  *consistent*; it lies entirely outside B → *not consistent* (no interval: *inconclusive*).
+* **Verdict** (`combine_parts`, the ``verdict`` field): *confirmed* iff the direction is
+  confirmed AND the magnitude consistent; *not confirmed* iff the direction is contradicted
+  OR the magnitude not consistent; otherwise *inconclusive* (the CI holds 0 as well as the
+  paper's size, or there is no interval).
+* **Band** (`equivalence_band`, defined once for C1, C2 and C3): every value within a factor
+  `BAND_FACTOR` = 2 of a published value v (between v/2 and 2v: "the same order of
+  magnitude") or within the near-zero floor δ of it, whichever reaches further, and the band
+  is the hull over the claim's published values. δ (`NEAR_ZERO`) is the paper's own
+  resolution for the metric: the largest |Δ| its Table 1 reports for decoder self-attention,
+  the component it calls stable (0.76 % for N_eff, 0.007 for α). Far from zero the factor of
+  two decides (C1, C3); near zero (C2's +0.04 %) the floor does, since a factor-of-two band
+  around +0.04 % would be [0.02, 0.08] %, narrower than any measurement.
+* **Several models**: a claim is confirmed if every in-scope model's verdict is, not
+  confirmed if any is not, inconclusive otherwise (the same for each part) — and
+  inconclusive ("not tested") if no model in the results falls in the claim's scope.
+* **Multiple comparisons**: the claims' primary tests — one permutation p-value per claim per
+  in-scope model, for C1, C2 and C3 (the claims judged on Table 1) — form one Holm family
+  (`claim_tests`). Each model verdict carries its p_value and Holm-adjusted p_holm so the book
+  can print them; the verdicts themselves rest on the intervals, and a direction whose
+  p_holm ≥ 0.05 does not survive the correction for testing several claims.
 
-Claimed ranges are derived from the paper's own numbers (`wspec.paper`): for a claimed change
-the range spans half the smallest to twice the largest published magnitude, so the verdict
-asks "same sign and same order of magnitude", not "same digits" (our stimuli and spectra are
-not the authors').
+C4 and C6 have no published number; the same two-part rule applies with a band that encodes
+the claim (C4: a drop beyond `C4_MARGIN_PCT`; C6: an AUROC of at least `C6_USEFUL_AUROC`).
+C5 is an equivalence claim ("λ is stable enough"), judged by `judge_within`: confirmed if the
+CI of the median partial-product factor lies inside [1, C5_MAX_FACTOR], not confirmed if it
+lies entirely outside, inconclusive otherwise; `judge_c5` is the one C5 rule.
 """
 
 from __future__ import annotations
@@ -33,15 +48,25 @@ import pandas as pd
 
 from wspec.errors import WspecError
 from wspec.paper import ABSTRACT, TABLE1, model_scale
+from wspec.stats import adjust_pvalues, resample_counts
 
 CONFIRMED = "confirmed"
 NOT_CONFIRMED = "not confirmed"
 INCONCLUSIVE = "inconclusive"
+#: Direction outcomes: CONFIRMED, CONTRADICTED or INCONCLUSIVE.
+CONTRADICTED = "contradicted"
+#: Magnitude outcomes: CONSISTENT, NOT_CONSISTENT or INCONCLUSIVE.
+CONSISTENT = "consistent"
+NOT_CONSISTENT = "not consistent"
 
 
 @dataclass(frozen=True)
 class ModelVerdict:
-    """The verdict for one model, with the interval it rests on."""
+    """The verdict for one model, with the interval it rests on and its two parts.
+
+    direction / magnitude are "" for a claim without them (C5); p_value / p_holm are NaN for
+    a claim outside the Holm family (C4–C6) or a table without p-values.
+    """
 
     model: str
     verdict: str
@@ -49,6 +74,10 @@ class ModelVerdict:
     estimate: float
     ci_low: float
     ci_high: float
+    direction: str = ""
+    magnitude: str = ""
+    p_value: float = math.nan
+    p_holm: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,8 @@ class Verdict:
     reason: str
     per_model: tuple[ModelVerdict, ...] = ()
     evidence: dict[str, float] = field(default_factory=dict)
+    direction: str = ""
+    magnitude: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,11 +101,14 @@ class Verdict:
     def glue_items(self) -> dict[str, object]:
         """Flat, glue-ready values: "<id>_verdict", "<id>_<model>_estimate|ci_low|ci_high", ..."""
         items: dict[str, object] = {f"{self.claim_id}_verdict": self.verdict}
+        items[f"{self.claim_id}_direction"] = self.direction
+        items[f"{self.claim_id}_magnitude"] = self.magnitude
         items[f"{self.claim_id}_reason"] = self.reason
         for mv in self.per_model:
             key = f"{self.claim_id}_{_key(mv.model)}"
-            items[f"{key}_verdict"] = mv.verdict
-            for name in ("estimate", "ci_low", "ci_high"):
+            for name in ("verdict", "direction", "magnitude"):
+                items[f"{key}_{name}"] = getattr(mv, name)
+            for name in ("estimate", "ci_low", "ci_high", "p_value", "p_holm"):
                 items[f"{key}_{name}"] = float(getattr(mv, name))
         for name, value in self.evidence.items():
             items[f"{self.claim_id}_{_key(name)}"] = float(value)
@@ -85,35 +119,61 @@ def _key(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
 
 
+def _num(x: float) -> str:
+    return f"{x:.3g}".replace("-", "−")
+
+
 # --------------------------------------------------------------------------- rules
 
 
-def judge_direction(
-    lo: float, hi: float, *, sign: int, claimed: tuple[float, float]
-) -> tuple[str, str]:
-    """Verdict for "the quantity moves in direction `sign` (+1/−1) by an amount in `claimed`"."""
+def judge_direction(lo: float, hi: float, *, sign: int, null: float = 0.0) -> tuple[str, str]:
+    """Direction part: does the CI exclude `null` on the claimed side `sign` (+1/−1)?"""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE, "no interval (missing data)"
-    a, b = sorted(claimed)
-    overlaps = lo <= b and hi >= a
-    opposite = hi < 0 if sign > 0 else lo > 0
-    excludes_zero = lo > 0 if sign > 0 else hi < 0
-    if opposite:
-        return NOT_CONFIRMED, "CI lies entirely on the opposite side of 0"
-    if excludes_zero:
-        if overlaps:
-            return (
-                CONFIRMED,
-                "CI excludes 0 in the claimed direction and overlaps the claimed range",
-            )
-        return NOT_CONFIRMED, "claimed direction, but the CI excludes the claimed magnitude"
-    if not overlaps:
-        return NOT_CONFIRMED, "CI includes 0 and excludes the claimed range"
-    return INCONCLUSIVE, "CI includes both 0 and the claimed range"
+    above, below = lo > null, hi < null
+    if (above and sign > 0) or (below and sign < 0):
+        return CONFIRMED, f"CI excludes {_num(null)} on the claimed side"
+    if above or below:
+        return CONTRADICTED, f"CI lies entirely on the opposite side of {_num(null)}"
+    return INCONCLUSIVE, f"CI includes {_num(null)}"
+
+
+def judge_magnitude(lo: float, hi: float, *, band: tuple[float, float]) -> tuple[str, str]:
+    """Magnitude part: does the CI overlap the equivalence `band`?"""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return INCONCLUSIVE, "no interval (missing data)"
+    a, b = sorted(band)
+    where = f"the band {_num(a)}..{_num(b)}"
+    if hi < a:
+        return NOT_CONSISTENT, f"CI lies entirely below {where}"
+    if lo > b:
+        return NOT_CONSISTENT, f"CI lies entirely above {where}"
+    return CONSISTENT, f"CI overlaps {where}"
+
+
+def combine_parts(direction: str, magnitude: str) -> str:
+    """The verdict from its parts: confirmed iff direction confirmed and magnitude
+    consistent; not confirmed iff direction contradicted or magnitude not consistent."""
+    if direction == CONTRADICTED or magnitude == NOT_CONSISTENT:
+        return NOT_CONFIRMED
+    if direction == CONFIRMED and magnitude == CONSISTENT:
+        return CONFIRMED
+    return INCONCLUSIVE
+
+
+def judge_change(
+    lo: float, hi: float, *, sign: int, band: tuple[float, float], null: float = 0.0
+) -> tuple[str, str, str, str]:
+    """(direction, magnitude, verdict, reason) of a CI for a claimed change."""
+    direction, why_d = judge_direction(lo, hi, sign=sign, null=null)
+    magnitude, why_m = judge_magnitude(lo, hi, band=band)
+    reason = f"direction {direction}: {why_d}; magnitude {magnitude}: {why_m}"
+    return direction, magnitude, combine_parts(direction, magnitude), reason
 
 
 def judge_within(lo: float, hi: float, *, claimed: tuple[float, float]) -> tuple[str, str]:
-    """Verdict for "the quantity is small: inside `claimed`"."""
+    """Equivalence claim "the quantity lies inside `claimed`" (C5): CI inside → confirmed,
+    entirely outside → not confirmed, straddling a bound → inconclusive."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return INCONCLUSIVE, "no interval (missing data)"
     a, b = sorted(claimed)
@@ -122,6 +182,16 @@ def judge_within(lo: float, hi: float, *, claimed: tuple[float, float]) -> tuple
     if hi < a or lo > b:
         return NOT_CONFIRMED, "CI lies entirely outside the claimed range"
     return INCONCLUSIVE, "CI straddles a bound of the claimed range"
+
+
+def _combine_part(parts: Sequence[str], yes: str, no: str) -> str:
+    """A claim's part over its models: all `yes` → yes; any `no` → no; else inconclusive
+    (no model in scope included); "" for a claim without this part (C5)."""
+    if parts and all(p == "" for p in parts):
+        return ""
+    if no in parts:
+        return no
+    return yes if parts and all(p == yes for p in parts) else INCONCLUSIVE
 
 
 def combine(per_model: Sequence[ModelVerdict]) -> tuple[str, str]:
@@ -137,7 +207,68 @@ def combine(per_model: Sequence[ModelVerdict]) -> tuple[str, str]:
     return INCONCLUSIVE, names
 
 
+# --------------------------------------------------------------------------- bands
+
+#: "Same order of magnitude": within a factor of two of a published value.
+BAND_FACTOR = 2.0
+
+
+def _self_attn_max(stem: str) -> float:
+    return max(abs(getattr(r, stem)) for r in TABLE1 if r.component == "dec_self_attn")
+
+
+#: Near-zero floor per metric: the largest |Δ| Table 1 reports for decoder self-attention,
+#: the component whose rank the paper calls stable (0.76 % in N_eff, 0.007 in α).
+NEAR_ZERO: dict[str, float] = {
+    "n_eff": _self_attn_max("d_neff_pct"),
+    "alpha": _self_attn_max("d_alpha"),
+}
+
+
+def equivalence_band(values: Sequence[float], floor: float) -> tuple[float, float]:
+    """The values the paper's numbers allow: for each published v, everything between v/2 and
+    2v or within `floor` of v (whichever reaches further); the hull over all v."""
+    if not values:
+        raise WspecError("an equivalence band needs at least one published value")
+    lows = [min(v / BAND_FACTOR, v * BAND_FACTOR, v - floor) for v in values]
+    highs = [max(v / BAND_FACTOR, v * BAND_FACTOR, v + floor) for v in values]
+    return (min(lows), max(highs))
+
+
 # --------------------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class ChangeClaim:
+    """A claimed change with published numbers, judged on `stats.delta_table` rows.
+
+    `sign` is the sign of the mean published value (C2: the abstract's −2.34 % "actively
+    compresses" outweighs Table 1's +0.04 %); `band` is `equivalence_band` of the values.
+    """
+
+    claim_id: str
+    component: str
+    metric: str
+    scale: str | None  # "intermediate", "large" or None (every model)
+    values: tuple[float, ...]
+
+    @property
+    def sign(self) -> int:
+        return int(np.sign(np.mean(self.values)))
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return equivalence_band(self.values, NEAR_ZERO[self.metric])
+
+    @property
+    def rule(self) -> str:
+        published = ", ".join(_num(v) for v in self.values)
+        a, b = self.band
+        return (
+            f"{self.component}/{self.metric}: direction {'+' if self.sign > 0 else '−'}; "
+            f"magnitude band {_num(a)}..{_num(b)} (×/÷{BAND_FACTOR:g} of {published}, "
+            f"near-zero floor {_num(NEAR_ZERO[self.metric])})"
+        )
 
 
 def _paper_values(component: str, stem: str, scale: str | None = None) -> list[float]:
@@ -151,28 +282,38 @@ def _paper_values(component: str, stem: str, scale: str | None = None) -> list[f
     ]
 
 
-def claimed_change_range(values: Sequence[float]) -> tuple[float, float]:
-    """Same-sign range from half the smallest to twice the largest published magnitude."""
-    mags = np.abs(np.asarray(values, dtype=float))
-    sign = float(np.sign(np.mean(values)))
-    lo, hi = sign * mags.min() / 2.0, sign * mags.max() * 2.0
-    return (min(lo, hi), max(lo, hi))
-
-
 _ABS = {c.key: c.d_neff_pct for c in ABSTRACT}
-C1_RANGE = claimed_change_range(
-    _paper_values("dec_cross_attn", "d_neff_pct", "intermediate") + [_ABS["cross_attn_collapse"]]
-)
-#: "≈ 0 or slightly negative": down to twice the abstract's −2.34 %, up to +1 % (Table 1's
-#: self-attention rows all lie within ±0.76 %, so +1 % is the tolerance for "≈ 0").
-C2_RANGE = (2.0 * _ABS["self_attn_compression"], 1.0)
-C3_RANGE = claimed_change_range(_paper_values("dec_cross_attn", "d_alpha"))
+CHANGE_CLAIMS: dict[str, ChangeClaim] = {
+    "C1": ChangeClaim(
+        "C1",
+        "dec_cross_attn",
+        "n_eff",
+        "intermediate",
+        (
+            *_paper_values("dec_cross_attn", "d_neff_pct", "intermediate"),
+            _ABS["cross_attn_collapse"],
+        ),
+    ),
+    "C2": ChangeClaim(
+        "C2",
+        "dec_self_attn",
+        "n_eff",
+        "large",
+        (*_paper_values("dec_self_attn", "d_neff_pct", "large"), _ABS["self_attn_compression"]),
+    ),
+    "C3": ChangeClaim(
+        "C3", "dec_cross_attn", "alpha", None, tuple(_paper_values("dec_cross_attn", "d_alpha"))
+    ),
+}
+C1_RANGE = CHANGE_CLAIMS["C1"].band
+C2_RANGE = CHANGE_CLAIMS["C2"].band
+C3_RANGE = CHANGE_CLAIMS["C3"].band
 #: C4: a dynamic compression must exceed 1 % in N_eff (below that we call it negligible).
 C4_MARGIN_PCT = 1.0
 #: C5: the uniform-gain model must get every partial product Π_{j≥k} ρ_j right within a
 #: factor 2 (the threshold of `wspec.jacobian.summarize_gain_alignment`).
 C5_MAX_FACTOR = 2.0
-#: C6: an AUROC CI entirely below this rules out a useful detector.
+#: C6: a useful detector has an AUROC of at least this; a CI entirely below rules one out.
 C6_USEFUL_AUROC = 0.6
 
 CLAIMS: dict[str, str] = {
@@ -207,23 +348,52 @@ def _pooled_rows(deltas: pd.DataFrame, family: str | None) -> pd.DataFrame:
     return rows
 
 
-def _per_model(
-    deltas: pd.DataFrame,
-    *,
-    component: str,
-    metric: str,
-    scale: str | None,
-    judge,
-) -> tuple[ModelVerdict, ...]:
+def claim_tests(deltas: pd.DataFrame, family: str | None = None) -> pd.DataFrame:
+    """The Holm family: one row per claim C1–C3 × in-scope model of a `stats.delta_table`.
+
+    Columns claim_id, model, component, metric, estimate, ci_low, ci_high, p_value (the
+    cell's permutation p; NaN if the table has none) and p_holm (Holm over every row here).
+    """
+    rows = _pooled_rows(deltas, family)
     out = []
-    cell = deltas[(deltas["component"] == component) & (deltas["metric"] == metric)]
-    for _, r in cell.sort_values("model").iterrows():
-        if scale is not None and model_scale(str(r["model"])) != scale:
-            continue
-        lo, hi = float(r["ci_low"]), float(r["ci_high"])
-        verdict, reason = judge(lo, hi)
-        out.append(ModelVerdict(str(r["model"]), verdict, reason, float(r["estimate"]), lo, hi))
-    return tuple(out)
+    for claim in CHANGE_CLAIMS.values():
+        cell = rows[(rows["component"] == claim.component) & (rows["metric"] == claim.metric)]
+        for _, r in cell.sort_values("model").iterrows():
+            if claim.scale is not None and model_scale(str(r["model"])) != claim.scale:
+                continue
+            out.append(
+                {
+                    "claim_id": claim.claim_id,
+                    "model": str(r["model"]),
+                    "component": claim.component,
+                    "metric": claim.metric,
+                    "estimate": float(r["estimate"]),
+                    "ci_low": float(r["ci_low"]),
+                    "ci_high": float(r["ci_high"]),
+                    "p_value": float(r["p_value"]) if "p_value" in r.index else math.nan,
+                }
+            )
+    columns = ["claim_id", "model", "component", "metric", "estimate", "ci_low", "ci_high"]
+    table = pd.DataFrame(out, columns=[*columns, "p_value"])
+    return table.assign(p_holm=adjust_pvalues(table["p_value"].to_numpy(float), "holm"))
+
+
+def _change_model_verdict(
+    model: str,
+    estimate: float,
+    lo: float,
+    hi: float,
+    *,
+    sign: int,
+    band: tuple[float, float],
+    null: float = 0.0,
+    p_value: float = math.nan,
+    p_holm: float = math.nan,
+) -> ModelVerdict:
+    direction, magnitude, verdict, reason = judge_change(lo, hi, sign=sign, band=band, null=null)
+    return ModelVerdict(
+        model, verdict, reason, estimate, lo, hi, direction, magnitude, p_value, p_holm
+    )
 
 
 def _verdict(claim_id: str, rule: str, per_model, evidence=None) -> Verdict:
@@ -237,62 +407,60 @@ def _verdict(claim_id: str, rule: str, per_model, evidence=None) -> Verdict:
         reason,
         tuple(per_model),
         dict(evidence or {}),
+        _combine_part([mv.direction for mv in per_model], CONFIRMED, CONTRADICTED),
+        _combine_part([mv.magnitude for mv in per_model], CONSISTENT, NOT_CONSISTENT),
     )
+
+
+def _judge_change_claim(claim_id: str, deltas: pd.DataFrame, family: str | None) -> Verdict:
+    claim = CHANGE_CLAIMS[claim_id]
+    tests = claim_tests(deltas, family)
+    per_model = [
+        _change_model_verdict(
+            t.model,
+            t.estimate,
+            t.ci_low,
+            t.ci_high,
+            sign=claim.sign,
+            band=claim.band,
+            p_value=t.p_value,
+            p_holm=t.p_holm,
+        )
+        for t in tests[tests["claim_id"] == claim_id].itertuples()
+    ]
+    return _verdict(claim_id, claim.rule, per_model)
 
 
 def judge_c1(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
-    """C1 from `stats.delta_table` rows (layer mean): ΔN_eff of dec_cross_attn < 0, in C1_RANGE."""
-    per_model = _per_model(
-        _pooled_rows(deltas, family),
-        component="dec_cross_attn",
-        metric="n_eff",
-        scale="intermediate",
-        judge=lambda lo, hi: judge_direction(lo, hi, sign=-1, claimed=C1_RANGE),
-    )
-    rule = f"judge_direction(sign=−1, claimed ΔN_eff range {C1_RANGE[0]:.2f}..{C1_RANGE[1]:.2f} %)"
-    return _verdict("C1", rule, per_model)
+    """C1 from `stats.delta_table` rows (layer mean): ΔN_eff of dec_cross_attn in
+    intermediate models, sign −, band C1_RANGE (the module's two-part rule)."""
+    return _judge_change_claim("C1", deltas, family)
 
 
 def judge_c2(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
-    """C2: ΔN_eff of dec_self_attn in large models inside C2_RANGE."""
-    per_model = _per_model(
-        _pooled_rows(deltas, family),
-        component="dec_self_attn",
-        metric="n_eff",
-        scale="large",
-        judge=lambda lo, hi: judge_within(lo, hi, claimed=C2_RANGE),
-    )
-    rule = f"judge_within(claimed ΔN_eff range {C2_RANGE[0]:.2f}..{C2_RANGE[1]:.2f} %)"
-    return _verdict("C2", rule, per_model)
+    """C2: ΔN_eff of dec_self_attn in large models, sign −, band C2_RANGE."""
+    return _judge_change_claim("C2", deltas, family)
 
 
 def judge_c3(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
-    """C3: Δα of dec_cross_attn > 0, in C3_RANGE, for every model."""
-    per_model = _per_model(
-        _pooled_rows(deltas, family),
-        component="dec_cross_attn",
-        metric="alpha",
-        scale=None,
-        judge=lambda lo, hi: judge_direction(lo, hi, sign=+1, claimed=C3_RANGE),
-    )
-    rule = f"judge_direction(sign=+1, claimed Δα range {C3_RANGE[0]:.3f}..{C3_RANGE[1]:.3f})"
-    return _verdict("C3", rule, per_model)
+    """C3: Δα of dec_cross_attn in every model, sign +, band C3_RANGE."""
+    return _judge_change_claim("C3", deltas, family)
 
 
 def judge_c4(baselines: pd.DataFrame) -> Verdict:
     """C4 from `stats.baseline_comparison` rows (one or more models).
 
     The component judged is the one where the paper places each model's compression:
-    dec_cross_attn for intermediate models, dec_self_attn for large ones. Rule:
-    judge_direction(sign=−1, claimed = (−∞, −C4_MARGIN_PCT]) on ΔN_eff (%) of "hallucinated
-    vs healthy": confirmed = a drop beyond the margin that healthy decoding does not show.
+    dec_cross_attn for intermediate models, dec_self_attn for large ones. The two-part rule
+    on ΔN_eff (%) of "hallucinated vs healthy" with sign − and band (−∞, −C4_MARGIN_PCT]:
+    confirmed = a drop, reaching beyond the margin, that healthy decoding does not show.
     "healthy vs reference" rows (if present) are reported as evidence of static compression.
     """
     needed = {"comparison", "model", "component", "metric", "ci_low", "ci_high", "estimate"}
     if not needed <= set(baselines.columns):
         raise WspecError(f"baseline table lacks {sorted(needed - set(baselines.columns))}")
     per_model, evidence = [], {}
-    claimed = (-math.inf, -C4_MARGIN_PCT)
+    band = (-math.inf, -C4_MARGIN_PCT)
     for _, r in baselines[baselines["metric"] == "n_eff"].sort_values("model").iterrows():
         model = str(r["model"])
         expected = "dec_self_attn" if model_scale(model) == "large" else "dec_cross_attn"
@@ -300,14 +468,18 @@ def judge_c4(baselines: pd.DataFrame) -> Verdict:
             continue
         if r["comparison"] == "hallucinated vs healthy":
             lo, hi = float(r["ci_low"]), float(r["ci_high"])
-            verdict, reason = judge_direction(lo, hi, sign=-1, claimed=claimed)
-            per_model.append(ModelVerdict(model, verdict, reason, float(r["estimate"]), lo, hi))
+            p = float(r["p_value"]) if "p_value" in r.index else math.nan
+            per_model.append(
+                _change_model_verdict(
+                    model, float(r["estimate"]), lo, hi, sign=-1, band=band, p_value=p
+                )
+            )
         elif str(r["comparison"]).startswith("healthy vs reference"):
             for name in ("estimate", "ci_low", "ci_high"):
                 evidence[f"{model} static {name}"] = float(r[name])
     rule = (
-        f"judge_direction(sign=−1, claimed ΔN_eff ≤ −{C4_MARGIN_PCT} %) on hallucinated "
-        "stressed vs healthy clean, component by scale"
+        f"hallucinated stressed vs healthy clean ΔN_eff, component by scale: direction −; "
+        f"magnitude band ≤ −{C4_MARGIN_PCT:g} %"
     )
     return _verdict("C4", rule, per_model, evidence)
 
@@ -316,6 +488,26 @@ def _partial_factor(log_rho: np.ndarray) -> float:
     """max_k exp|Σ_{j≥k} (log ρ_j − mean log ρ)|: worst miss of ρ̄^{L−k} on a partial product."""
     dev = log_rho - log_rho.mean()
     return float(np.exp(np.abs(np.cumsum(dev[::-1])).max()))
+
+
+def cluster_medians(
+    values: np.ndarray, clusters: Sequence[object], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Medians of `n_boot` resamples that draw whole clusters with replacement.
+
+    Each resample repeats every value as often as its cluster was drawn; its median is that
+    of the expanded sample (np.median's convention: the mean of the two middle values).
+    """
+    codes = pd.factorize(pd.Series(list(clusters), dtype=object))[0]
+    counts = resample_counts(rng, int(codes.max()) + 1, n_boot)[:, codes]
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(counts[:, order], axis=1)
+    total = cum[:, -1:]
+    # The k-th smallest of the expanded sample (0-based) is the first value whose cumulative
+    # count exceeds k.
+    lower = (cum <= (total - 1) // 2).sum(axis=1)
+    upper = (cum <= total // 2).sum(axis=1)
+    return (values[order][lower] + values[order][upper]) / 2.0
 
 
 def gain_stability(
@@ -330,13 +522,14 @@ def gain_stability(
     """How far the uniform-gain model misses the measured λ = ρ_j per model, with a CI.
 
     Input: the Jacobian table of `wspec.jacobian` (columns model, layer, `value_column`, and
-    whichever of stimulus_id / stack / position / step it has). A *unit* is one measured
-    position (stimulus × stack × position/step) with λ at ≥ 2 layers; rows of other stacks
-    than `stack` are dropped (the claim is about the decoder). Per unit: the partial-product
-    factor max_k exp|Σ_{j≥k} log(ρ_j/ρ̄)| (ρ̄ the geometric mean; the criterion of
-    `wspec.jacobian.summarize_gain_alignment`), the CV of ρ across layers, and whether all ρ_j
-    lie on the same side of 1. Per model: the median factor with a percentile-bootstrap CI
-    over units (seeded), the median CV and the same-side share.
+    whichever of stimulus_id / stack / position / step / cluster it has). A *position* is one
+    measured stimulus × stack × position/step with λ at ≥ 2 layers; rows of other stacks
+    than `stack` are dropped (the claim is about the decoder). Per position: the
+    partial-product factor max_k exp|Σ_{j≥k} log(ρ_j/ρ̄)| (ρ̄ the geometric mean), the CV of
+    ρ across layers, and whether all ρ_j lie on the same side of 1. Per model: the median
+    factor with a percentile-bootstrap CI that draws *clusters* of positions (the ``cluster``
+    column, else the stimulus: the steps of one decode are not independent; a table with
+    neither resamples positions), the median CV and the same-side share.
     """
     needed = {"model", "layer", value_column}
     if not needed <= set(jacobian.columns):
@@ -348,26 +541,33 @@ def gain_stability(
     unit_cols = [c for c in ("stimulus_id", "stack", "position", "step") if c in d.columns]
     if not unit_cols:
         raise WspecError("Jacobian table needs a step or position column to define units")
+    group_col = next((c for c in ("cluster", "stimulus_id") if c in d.columns), None)
     alpha = (1.0 - ci) / 2.0
     rows = []
     for model, sub in d.groupby("model"):
-        factors, cvs, same = [], [], []
-        for _, unit in sub.groupby(unit_cols):
+        factors, cvs, same, groups = [], [], [], []
+        for key, unit in sub.groupby(unit_cols):
             rho = unit.sort_values("layer")[value_column].to_numpy(float)
             if rho.size < 2:
                 continue
             factors.append(_partial_factor(np.log(rho)))
             cvs.append(rho.std(ddof=0) / rho.mean())
             same.append(bool(np.all(rho >= 1) or np.all(rho < 1)))
-        if len(factors) < 2:
-            raise WspecError(f"model {model}: need ≥ 2 measured positions with ≥ 2 layers")
+            groups.append(unit[group_col].iloc[0] if group_col else key)
+        n_clusters = len(set(groups))
+        if n_clusters < 2:
+            raise WspecError(
+                f"model {model}: {n_clusters} measured cluster(s) with ≥ 2 layers; "
+                "an interval needs at least 2 independent units"
+            )
         f = np.asarray(factors)
-        idx = np.random.default_rng(seed).integers(0, f.size, size=(n_boot, f.size))
-        lo, hi = np.quantile(np.median(f[idx], axis=1), [alpha, 1.0 - alpha])
+        medians = cluster_medians(f, groups, n_boot, np.random.default_rng(seed))
+        lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
         rows.append(
             {
                 "model": model,
                 "n_units": int(f.size),
+                "n_clusters": n_clusters,
                 "factor": float(np.median(f)),
                 "ci_low": float(lo),
                 "ci_high": float(hi),
@@ -379,11 +579,13 @@ def gain_stability(
 
 
 def judge_c5(jacobian: pd.DataFrame, *, value_column: str = "rho", seed: int = 0) -> Verdict:
-    """C5: judge_within(CI of the median partial-product factor, [1, C5_MAX_FACTOR]).
+    """C5, the one rule for it: judge_within(CI of the median partial-product factor,
+    [1, C5_MAX_FACTOR]).
 
     Confirmed if the whole CI says the uniform model ρ̄^{L−k} gets every partial product of
     the measured λ right within a factor C5_MAX_FACTOR; not confirmed if the CI lies above it;
-    inconclusive otherwise. The across-layer CV and the same-side-of-1 share are evidence.
+    inconclusive otherwise. The across-layer CV and the same-side-of-1 share are evidence,
+    not criteria: layers with ρ_j = 0.98 and 1.02 straddle 1 yet are as uniform as can be.
     """
     table = gain_stability(jacobian, value_column=value_column, seed=seed)
     per_model, evidence = [], {}
@@ -394,74 +596,48 @@ def judge_c5(jacobian: pd.DataFrame, *, value_column: str = "rho", seed: int = 0
         per_model.append(ModelVerdict(model, verdict, reason, float(r["factor"]), lo, hi))
         evidence[f"{model} cv_layers"] = float(r["cv_layers"])
         evidence[f"{model} frac_same_side"] = float(r["frac_same_side"])
-    rule = f"judge_within(median partial-product factor of λ in [1, {C5_MAX_FACTOR}])"
+    rule = f"judge_within(median partial-product factor of λ in [1, {C5_MAX_FACTOR:g}])"
     return _verdict("C5", rule, per_model, evidence)
 
 
 def judge_c6(detection: pd.DataFrame, feature: str = "dec_cross_attn/alpha") -> Verdict:
     """C6 from `detection.detection_table` rows: the pre-specified spectral feature's AUROC.
 
-    Confirmed if the CI's lower bound exceeds 0.5; not confirmed if its upper bound is below
-    C6_USEFUL_AUROC (a useful detector is ruled out); inconclusive otherwise. The feature is
-    fixed in advance (default: cross-attention slope, the quantity the paper says hardens) so
-    that choosing the best of many features cannot inflate the verdict.
+    The two-part rule about AUROC 0.5: direction + (the CI lies above 0.5: the feature
+    detects at all), magnitude band [C6_USEFUL_AUROC, 1] (a CI entirely below it rules out a
+    useful detector). The feature is fixed in advance (default: cross-attention slope, the
+    quantity the paper says hardens) so that choosing the best of many features cannot
+    inflate the verdict.
     """
     rows = detection[detection["feature"] == feature]
-    per_model = []
-    for _, r in rows.sort_values("model").iterrows():
-        lo, hi = float(r["ci_low"]), float(r["ci_high"])
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            verdict, reason = INCONCLUSIVE, "no interval (missing data)"
-        elif lo > 0.5:
-            verdict, reason = CONFIRMED, "AUROC CI lies above 0.5"
-        elif hi < C6_USEFUL_AUROC:
-            verdict, reason = NOT_CONFIRMED, f"AUROC CI lies below {C6_USEFUL_AUROC}"
-        else:
-            verdict, reason = INCONCLUSIVE, "AUROC CI includes 0.5 and useful values"
-        per_model.append(ModelVerdict(str(r["model"]), verdict, reason, float(r["auroc"]), lo, hi))
-    rule = f"AUROC of {feature}: CI > 0.5 confirmed; CI < {C6_USEFUL_AUROC} not confirmed"
+    per_model = [
+        _change_model_verdict(
+            str(r["model"]),
+            float(r["auroc"]),
+            float(r["ci_low"]),
+            float(r["ci_high"]),
+            sign=+1,
+            band=(C6_USEFUL_AUROC, 1.0),
+            null=0.5,
+        )
+        for _, r in rows.sort_values("model").iterrows()
+    ]
+    rule = f"AUROC of {feature}: direction + about 0.5; magnitude band {C6_USEFUL_AUROC}..1"
     return _verdict("C6", rule, per_model)
 
 
-def evaluate_claims(
-    deltas: pd.DataFrame,
-    *,
-    family: str | None = None,
-    baselines: pd.DataFrame | None = None,
-    jacobian: pd.DataFrame | None = None,
-    detection: pd.DataFrame | None = None,
-) -> list[Verdict]:
-    """All claims whose inputs are given (C1–C3 from deltas; C4, C5, C6 when their tables are)."""
-    verdicts = [judge_c1(deltas, family), judge_c2(deltas, family), judge_c3(deltas, family)]
-    verdicts.append(judge_c4(baselines) if baselines is not None else _missing("C4", "baselines"))
-    verdicts.append(judge_c5(jacobian) if jacobian is not None else _missing("C5", "jacobian"))
-    verdicts.append(judge_c6(detection) if detection is not None else _missing("C6", "detection"))
-    return verdicts
-
-
-def _missing(claim_id: str, what: str) -> Verdict:
-    return Verdict(
-        claim_id,
-        CLAIMS[claim_id],
-        SOURCES[claim_id],
-        "",
-        INCONCLUSIVE,
-        f"not tested: no {what} table given",
-    )
-
-
 def verdict_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """One row per claim: claim_id, text, verdict, reason, rule, source."""
-    return pd.DataFrame(
-        [
-            {
-                "claim_id": v.claim_id,
-                "text": v.text,
-                "verdict": v.verdict,
-                "reason": v.reason,
-                "rule": v.rule,
-                "source": v.source,
-            }
-            for v in verdicts
-        ]
-    )
+    """One row per claim × model, for printing: claim_id, model, verdict, direction,
+    magnitude, estimate, ci_low, ci_high, p_value, p_holm, reason. A claim with no model in
+    scope gets one row with model "" and its reason ("not tested: ...")."""
+    rows: list[dict[str, object]] = []
+    for v in verdicts:
+        if not v.per_model:
+            rows.append(
+                {"claim_id": v.claim_id, "model": "", "verdict": v.verdict} | {"reason": v.reason}
+            )
+        for mv in v.per_model:
+            rows.append({"claim_id": v.claim_id} | asdict(mv))
+    columns = ["claim_id", "model", "verdict", "direction", "magnitude", "estimate", "ci_low"]
+    columns += ["ci_high", "p_value", "p_holm", "reason"]
+    return pd.DataFrame(rows, columns=columns)
