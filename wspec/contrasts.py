@@ -74,6 +74,7 @@ from wspec.stats import (
     LAYER_MEAN,
     cell_seed,
     delta_kind,
+    resample_counts,
     stimulus_values,
 )
 
@@ -148,12 +149,6 @@ class Contrast:
     n_other: int
     n_strata: int
     n_clusters: int
-
-
-def _draws(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
-    """(n_boot, n) resampling counts of n units, each row a draw of n with replacement."""
-    idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
-    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
 def _stratified(
@@ -237,7 +232,7 @@ def stratified_contrast(
     estimate = float(_stratified(np.ones((1, value.size)), value, flag, onehot, kind)[0])
     if n_clusters < 2:
         return Contrast(estimate, np.nan, np.nan, np.nan, **counts)
-    draws = _draws(np.random.default_rng(seed), n_clusters, n_boot)
+    draws = resample_counts(np.random.default_rng(seed), n_clusters, n_boot)
     boot = _stratified(draws[:, clusters], value, flag, onehot, kind)
     return Contrast(estimate, *_percentile(boot, ci), **counts)
 
@@ -271,7 +266,7 @@ def cluster_mean(
     estimate = float(value.mean())
     if n_clusters < 2:
         return Mean(estimate, np.nan, np.nan, int(value.size), n_clusters)
-    w = _draws(np.random.default_rng(seed), n_clusters, n_boot)[:, clusters]
+    w = resample_counts(np.random.default_rng(seed), n_clusters, n_boot)[:, clusters]
     lo, hi, _ = _percentile(w @ value / w.sum(axis=1), ci)
     return Mean(estimate, lo, hi, int(value.size), n_clusters)
 
