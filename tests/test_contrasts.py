@@ -11,6 +11,7 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
 from wspec import contrasts as ct
+from wspec import verdicts
 from wspec.stats import LAYER_MEAN
 
 LEVELS = {"tempo 3.5": -2.0, "talkers 4": -1.0, "noise 0db-white": 0.0, "tempo 1.5": 1.0}
@@ -99,6 +100,35 @@ def _speech(design: pd.DataFrame) -> pd.Series:
     )
     assert len(table) == 1  # one model, component, metric, reading, label, family
     return table.iloc[0]
+
+
+def _c4(effect: float) -> verdicts.Verdict:
+    """C4 on a `_hell_design` of N_eff (≈ 10, so `effect` −1 is about −10 %)."""
+    results, labels, manifest = _results(_hell_design(effect), metric="n_eff")
+    table = ct.speech_contrasts(
+        results,
+        labels,
+        manifest,
+        label_names=(ct.LABEL_FLAG,),
+        components=("dec_cross_attn",),
+        metrics=("n_eff",),
+        n_boot=500,
+    )
+    return verdicts.judge_c4(table)
+
+
+def test_c4_is_judged_within_level_not_against_clean() -> None:
+    # Hallucination goes with the hard levels, whose N_eff is lower: a pooled contrast would
+    # read that as a drop of about 6 %. Within level there is none, and C4 is not confirmed.
+    null = _c4(0.0)
+    assert null.per_model[0].model == "m" and null.verdict != verdicts.CONFIRMED
+    assert abs(null.per_model[0].estimate) < 1.0
+    planted = _c4(-1.0)
+    assert (planted.verdict, planted.direction) == (verdicts.CONFIRMED, verdicts.CONFIRMED)
+    # −1 against level means of 8–11 is −12.5 % to −9 %.
+    assert -12.5 < planted.per_model[0].estimate < -9.0
+    assert planted.per_model[0].ci_high < -verdicts.C4_MARGIN_PCT
+    assert _c4(1.0).verdict == verdicts.NOT_CONFIRMED
 
 
 def test_stratified_contrast_sees_through_the_level_confound() -> None:

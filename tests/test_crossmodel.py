@@ -12,16 +12,18 @@ import pytest
 import torch
 
 from wspec import crossmodel as xm
+from wspec import stats
 from wspec.audio import read_audio
 from wspec.capture import ActivationCapture, encoder_frames
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
-from wspec.pipeline import SpectralSettings
+from wspec.pipeline import EIGEN_COLUMNS, EIGEN_PARTS, SpectralSettings, run_model
 from wspec.spectra import gram_eigenvalues
 from wspec.stimuli.tts import synthesize
 from wspec.verdicts import ModelVerdict, Verdict
 
-N_ROWS = 12  # the pipeline's T0
+N_ROWS = 12  # a short T0, so that the test decodes stay short
+SETTINGS = SpectralSettings(matched_rows=N_ROWS, max_new_tokens=48)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,29 @@ def eig_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("eigen")
 
 
+def _eigen_run(loaded, manifest: pd.DataFrame, folder) -> pd.DataFrame:
+    """The eigen-spectra the pipeline keeps beside a run (what the chapters read)."""
+    run_model(
+        "tiny.en",
+        "test",
+        out=folder / "r.parquet",
+        progress=False,
+        manifest=manifest,
+        settings=SETTINGS,
+        loaded=loaded,
+        cache=folder,
+    )
+    return pd.read_parquet(folder / "r.eigen.parquet")
+
+
 @pytest.fixture(scope="module")
 def eigs(manifest, eig_cache, tiny_en) -> pd.DataFrame:
-    return xm.decoder_eigenvalues(
-        tiny_en, manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
-    )
+    return _eigen_run(tiny_en, manifest, eig_cache)
+
+
+def test_eigen_table_has_its_columns(eigs) -> None:
+    assert list(eigs.columns) == list(EIGEN_COLUMNS)
+    assert set(eigs["component"]) == {"dec_cross_attn", "dec_self_attn", "dec_ffn"}
 
 
 def test_budget_spectra_have_the_common_shape_and_raw_ones_do_not(eigs) -> None:
@@ -93,17 +113,14 @@ def test_budget_rows_equal_the_natural_decodes_first_rows(eigs, manifest, tiny_e
     np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-4, atol=1e-6 * expected.max())
 
 
-def test_eigenvalues_are_cached_per_stimulus(
+def test_eigenvalues_come_from_the_run_cache_without_decoding(
     eigs, manifest, eig_cache, monkeypatch, tiny_en
 ) -> None:
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although every stimulus is cached")
 
-    monkeypatch.setattr("wspec.decoding.greedy_decode", no_decoding)
-    again = xm.decoder_eigenvalues(
-        tiny_en, manifest, n_rows=N_ROWS, max_new_tokens=48, progress=False, cache=eig_cache
-    )
-    pd.testing.assert_frame_equal(again, eigs)
+    monkeypatch.setattr("wspec.pipeline.greedy_decode", no_decoding)
+    pd.testing.assert_frame_equal(_eigen_run(tiny_en, manifest, eig_cache), eigs)
 
 
 def test_mean_spectra_are_distributions_over_rank(eigs) -> None:
@@ -120,7 +137,7 @@ def test_mean_spectra_are_distributions_over_rank(eigs) -> None:
 
 def test_kl_table_covers_every_layer_and_adjusts_p(eigs) -> None:
     table = xm.kl_table(eigs, control="budget_T", n_perm=200)
-    assert len(table) == 4 * len(xm.DECODER_PARTS)
+    assert len(table) == 4 * len(EIGEN_PARTS)
     assert (table["kl"] >= 0).all()
     assert (table["p_adj"] >= table["p_value"] - 1e-12).all()
     # 2 clean and 2 stressed spectra allow 6 splits, so no p-value can be below ~1/6.
@@ -170,12 +187,21 @@ def _results(controls: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_table1_control_prefers_the_budget_and_falls_back() -> None:
-    assert xm.table1_control(_results({"budget_T": 0, "matched_T": 0})) == "budget_T"
-    # budget_T without values for one Table 1 component is not usable.
-    assert xm.table1_control(_results({"budget_T": 1, "matched_T": 0})) == "matched_T"
-    with pytest.raises(WspecError, match="none of the controls"):
-        xm.table1_control(_results({"raw": 0}))
+def test_null_control_reads_each_metric_under_its_own_null() -> None:
+    """`NULL_CONTROL` (the broad reading) takes n_eff from null_ratio and alpha/log10_kf from
+    null_diff; the wrong pairing would shift a value by the offset marked here."""
+    table = _results({"null_ratio": 0, "null_diff": 0, "budget_T": 0})
+    offset = table["control"].map({"null_ratio": 0.0, "null_diff": 100.0, "budget_T": 1000.0})
+    table["value"] = table["value"] + offset
+    picked = stats.select_results(table, control=xm.BROAD_CONTROL, K=10)
+    assert dict(picked.groupby("metric")["control"].unique().map(tuple)) == {
+        "n_eff": ("null_ratio",),
+        "alpha": ("null_diff",),
+        "log10_kf": ("null_diff",),
+    }
+    assert len(picked) == len(table) // 3
+    with pytest.raises(WspecError, match="no null-normalised rows"):
+        stats.select_results(_results({"budget_T": 0}), control=xm.BROAD_CONTROL, K=10)
 
 
 def test_deltas_by_control_maps_null_to_each_metrics_null() -> None:

@@ -187,10 +187,14 @@ def test_cli_table_reads_results_parquet(results, tmp_path: Path, capsys) -> Non
     path = tmp_path / "results.parquet"
     results.to_parquet(path)
     argv = ["--results", str(path), "--models", "tiny.en", "--n-boot", "200", "--protocol", "broad"]
-    rc = _table_command(argv)
+    rc = _table_command([*argv, "--control", "matched_T"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "Dec Self-Attn" in out and "+0.250" in out and "K=10, control=matched_T" in out
+    # The broad protocol's own reading is the null-normalised natural decode; a table
+    # without it says so instead of falling back to another control.
+    with pytest.raises(WspecError, match="no null-normalised rows"):
+        _table_command(argv)
     with pytest.raises(WspecError, match="not found"):
         _table_command(["--results", str(tmp_path / "missing.parquet")])
 

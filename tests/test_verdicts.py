@@ -218,7 +218,9 @@ def _baseline_data(drop: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFra
     return table("tiny.en", 1.0), lab, table("random:tiny", 1.2)
 
 
-def test_c4_from_baseline_comparison() -> None:
+def test_baseline_comparison_splits_decodes_by_what_the_model_did() -> None:
+    """The Referee chapter's descriptive table (C4 itself is judged within family: see
+    tests/test_contrasts.py)."""
     results, labels, reference = _baseline_data(drop=-0.10)
     base = stats.baseline_comparison(
         results,
@@ -248,25 +250,6 @@ def test_c4_from_baseline_comparison() -> None:
     static = rec.loc["healthy vs reference (random:tiny)"]
     assert static["paired"] and static["ci_low"] <= -16.67 <= static["ci_high"]
     assert rec.loc["hallucinated vs healthy", "n_clean"] == 25  # healthy = clean, not hallucinated
-    v = verdicts.judge_c4(base)
-    assert (v.verdict, v.direction, v.magnitude) == (CONFIRMED, CONFIRMED, CONSISTENT)
-    assert v.per_model[0].p_value == rec.loc["hallucinated vs healthy", "p_value"]
-    assert v.evidence["tiny.en static estimate"] == pytest.approx(static["estimate"])
-
-    def c4(drop: float) -> str:
-        frame = stats.baseline_comparison(
-            *_baseline_data(drop)[:2],
-            model="tiny.en",
-            component="dec_cross_attn",
-            n_boot=500,
-            n_perm=500,
-        )
-        return verdicts.judge_c4(frame).verdict
-
-    # No drop: the unpaired CI (between-stimulus SD 5 %) spans about ±3 %, covering both 0 and
-    # the claimed ≤ −1 % region. A rise of 10 % lies on the opposite side of 0.
-    assert c4(0.0) == INCONCLUSIVE
-    assert c4(0.10) == NOT_CONFIRMED
 
 
 def _jacobian(layer_gains: list[float], noise: float, steps: int, seed: int = 0) -> pd.DataFrame:

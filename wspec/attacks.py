@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from wspec import decoding, melspec
 from wspec.audio import read_audio, write_audio
@@ -43,6 +42,7 @@ from wspec.decoding import greedy_decode
 from wspec.labels import error_rates, normalize
 from wspec.melspec import log_mel_for
 from wspec.paths import atomic_write_text, cache_dir, source_digest
+from wspec.progress import track
 from wspec.stimuli.manifest import (
     MANIFEST_NAME,
     manifest_hash,
@@ -342,13 +342,9 @@ def build_attack_stimuli(
     pgd = [c for c in clips if c.family != "gauss_control"]
     batches = [pgd[i : i + batch_size] for i in range(0, len(pgd), batch_size)]
     batches += [[c] for c in clips if c.family == "gauss_control"]
-    kwargs = {} if progress else {"disable": True}  # keep TQDM_DISABLE effective
-    bar = tqdm(total=len(clips), desc=f"attacks[{loaded.name}]", unit="clip", **kwargs)
-    for batch in batches:
+    for batch in track(batches, f"attacks {loaded.name}", unit="batches", enabled=progress):
         if not all(c.done for c in batch):
             _make(loaded, batch, steps, target)
-        bar.update(len(batch))
-    bar.close()
     df = to_frame([json.loads(c.meta.read_text(encoding="utf-8")) for c in clips])
     save_manifest(df, root / MANIFEST_NAME)
     return df

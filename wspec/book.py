@@ -32,10 +32,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import wspec
 from wspec.errors import WspecError
 from wspec.paths import atomic_path, atomic_write_text, cache_dir
+from wspec.progress import is_progress_line
 
 CHAPTER = Path("book") / "model_run.md"
 RUNS_DIR = Path("book") / "runs"
@@ -195,6 +197,7 @@ def execute_run(
                 cwd=str(cwd),
                 progress_bar=False,
                 execution_timeout=timeout,
+                stderr_file=_ProgressRelay(sys.stderr),
             )
     except papermill.PapermillExecutionError as err:
         failed = folder / "failed.ipynb"
@@ -213,6 +216,36 @@ def execute_run(
     return RunResult(notebook, out_dir, full, key, False, seconds)
 
 
+class _ProgressRelay:
+    """A stream for papermill's `stderr_file`: passes on the kernel's progress lines
+    (`wspec.progress`) and drops the rest, which stays in the notebook for reading."""
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if is_progress_line(line):
+                print(f"  {line}", file=self.target, flush=True)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def _without_progress(cell) -> None:
+    """Remove `wspec.progress` lines from a code cell's stderr outputs (and emptied outputs)."""
+    kept = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = "".join(output.get("text", ""))
+            lines = [ln for ln in text.splitlines(keepends=True) if not is_progress_line(ln)]
+            if not "".join(lines).strip():
+                continue
+            output["text"] = "".join(lines)
+        kept.append(output)
+    cell["outputs"] = kept
+
+
 # --- the per-model runs ----------------------------------------------------------------------
 def run_parameters(model: str, reduced: bool) -> dict:
     """Parameters of `book/model_run.md` for one model (out_dir is added per run)."""
@@ -220,7 +253,8 @@ def run_parameters(model: str, reduced: bool) -> dict:
 
 
 def _titled(notebook: Path, target: Path, model: str) -> None:
-    """Copy the executed notebook to the book, naming the model in its first heading.
+    """Copy the executed notebook to the book, naming the model in its first heading and
+    without the progress lines its run printed.
 
     All runs come from one chapter, so without this every page would be titled alike in the
     table of contents.
@@ -228,6 +262,9 @@ def _titled(notebook: Path, target: Path, model: str) -> None:
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            _without_progress(cell)
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
             first, _, rest = cell.source.lstrip().partition("\n")
@@ -456,6 +493,13 @@ def build(
     root = (root or find_root()).resolve()
     times: dict[str, float] = {}
     start = time.perf_counter()
+    stages = ["model runs"] + ["HTML"] * html + ["PDF"] * pdf
+
+    def stage(name: str) -> None:
+        n = stages.index(name) + 1
+        print(f"[wspec book] stage {n}/{len(stages)}: {name}", flush=True)
+
+    stage("model runs")
     run_models(models, reduced=reduced, root=root)
     times["model_runs"] = time.perf_counter() - start
     missing = missing_chapters(root)
@@ -468,8 +512,10 @@ def build(
     if sync_execution_cache(root):
         print("[wspec book] wspec or the runs changed: cleared the chapter execution cache")
     if html:
+        stage("HTML")  # Sphinx names each chapter as it executes it ("reading sources")
         times["html"] = run_build(root, "html")
     if pdf:
+        stage("PDF")
         times["pdf"] = run_build(root, "pdflatex")
         if not (root / "_build" / "latex" / PDF_NAME).is_file():
             raise WspecError(f"the LaTeX build produced no _build/latex/{PDF_NAME}.")

@@ -79,6 +79,8 @@ from wspec.stats import (
 )
 
 SPEECH_FAMILIES: tuple[str, ...] = ("noisy_snr", STRESS_FAMILY)
+#: The family name of the pooled speech-under-stress contrast (C4's primary test).
+POOLED_SPEECH = "+".join(SPEECH_FAMILIES)
 ATTACK_FAMILIES: tuple[str, ...] = ("pgd_untargeted", "pgd_targeted")
 GAUSS_FAMILY = "gauss_control"
 NONSPEECH_FAMILY = "nonspeech"

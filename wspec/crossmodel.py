@@ -6,12 +6,13 @@ Detection chapters compare those runs; the joins and the few extra measurements 
 live here so that the chapters hold only narrative and calls:
 
 * `run_outputs` concatenates one output (spectra, labels, ...) of every run;
-* `table1_control` picks the sequence-length control Table 1 is computed under, from what the
-  results contain (``budget_T`` when present, else ``matched_T``), never by hand;
+* `BROAD_CONTROL` is the control of every clean-vs-stressed comparison outside the paper
+  protocol (`wspec.protocol`): natural rows only, normalised by their null;
 * `deltas_by_control` recomputes the clean-vs-stressed deltas under every control, so the
   Controls chapter can show what each control changes;
-* `decoder_eigenvalues` recomputes whole eigen-spectra (the results table stores metrics, not
-  eigenvalues) for the log–log figure and the KL test, cached per stimulus;
+* the whole eigen-spectra of the log–log figure and the KL test are an output of each model
+  run (``run_outputs(runs, "eigen")``, `wspec.pipeline.EIGEN_COLUMNS`): no clip is decoded
+  again for them;
 * `mean_spectra` / `kl_table` turn those spectra into the figure's curves and the referee's
   KL test; `length_table` gives N_eff against decode length; `pick_clips` and
   `jacobian_table` choose and measure the stimuli of the gain/alignment check;
@@ -26,18 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 from wspec.errors import WspecError
 from wspec.paper import model_scale_rank
-from wspec.paths import atomic_path, cache_dir, source_digest
+from wspec.paths import cache_dir
 from wspec.seqlen import null_control
 from wspec.stats import (
     CLEAN_FAMILIES,
     CONTROL_FAMILIES,
+    NULL_CONTROL,
     PROTOCOL_FAMILIES,
-    TABLE1_COMPONENTS,
     TABLE1_METRICS,
     adjust_pvalues,
     delta_table,
@@ -46,19 +45,15 @@ from wspec.stats import (
     spectral_kl_test,
 )
 
-#: Controls in order of preference for Table 1: the fixed decode budget measures every stimulus
-#: (short hallucinations included) at the same shape; matched subsampling drops decodes shorter
-#: than T0 rows.
-TABLE1_CONTROLS: tuple[str, ...] = ("budget_T", "matched_T")
+#: The reading of the broad stress set (every family against clean sentences): the whole
+#: natural decode under its Gaussian null. Most of those clips decode to fewer than T0 tokens,
+#: so the paper protocol's natural_T is undefined on them; forcing them to T0 rows (budget_T)
+#: would measure tokens the model did not choose, which only the Controls chapter's labelled
+#: sensitivity analysis does.
+BROAD_CONTROL = NULL_CONTROL
 #: The controls the Controls chapter compares; "null" stands for null_ratio / null_diff,
 #: whichever `wspec.seqlen.null_control` assigns to the metric.
-ALL_CONTROLS: tuple[str, ...] = ("raw", "matched_T", "null", "budget_T")
-#: Decoder parts whose spectra `decoder_eigenvalues` records (capture part -> results name).
-DECODER_PARTS: dict[str, str] = {
-    "cross_attn": "dec_cross_attn",
-    "self_attn": "dec_self_attn",
-    "ffn": "dec_ffn",
-}
+ALL_CONTROLS: tuple[str, ...] = ("raw", "matched_T", NULL_CONTROL, "budget_T")
 #: Stressed families in the order `pick_clips` draws from (most hallucination-prone first).
 STRESS_ORDER: tuple[str, ...] = (
     "nonspeech",
@@ -71,7 +66,6 @@ STRESS_ORDER: tuple[str, ...] = (
 )
 #: Whisper sees 30 s; `wspec.jacobian` measures one window, so longer clips are skipped.
 MAX_CLIP_S = 30.0
-EIGEN_VERSION = 1  # part of the eigenvalue cache key: bump when the recorded layout changes
 
 
 # --------------------------------------------------------------------------- runs
@@ -109,24 +103,6 @@ def untrained_twin(model: str) -> str:
     return model if model.startswith("random:") else f"random:{model}"
 
 
-def table1_control(
-    results: pd.DataFrame,
-    preference: Sequence[str] = TABLE1_CONTROLS,
-    components: Sequence[str] = TABLE1_COMPONENTS,
-) -> str:
-    """The first control of `preference` with finite values for every Table 1 component."""
-    for control in preference:
-        sub = results[(results["control"] == control) & results["component"].isin(components)]
-        finite = sub[np.isfinite(sub["value"])]
-        if set(components) <= set(finite["component"].unique()):
-            return control
-    have = sorted(results["control"].astype(str).unique())
-    raise WspecError(
-        f"none of the controls {list(preference)} has values for {list(components)} "
-        f"(the results hold {have}); re-run the spectral pipeline."
-    )
-
-
 def deltas_by_control(
     results: pd.DataFrame,
     controls: Sequence[str] = ALL_CONTROLS,
@@ -136,27 +112,16 @@ def deltas_by_control(
 ) -> pd.DataFrame:
     """`stats.delta_table` under each control, stacked with a ``control`` column.
 
-    "null" runs each metric under its own null control (ratio for rank-like metrics,
-    difference otherwise). Controls absent from `results` are skipped. p_adj is recomputed
-    (Holm) within each control, so a control's table reads like Table 1.
+    "null" (`stats.NULL_CONTROL`) runs each metric under its own null control (ratio for
+    rank-like metrics, difference otherwise). Controls absent from `results` are skipped; p_adj
+    is Holm within each control, so a control's table reads like Table 1.
     """
     present = set(results["control"].astype(str).unique())
     frames = []
     for control in controls:
-        if control == "null":
-            parts = [
-                delta_table(results, metrics=(m,), control=null_control(m), **kwargs)
-                for m in metrics
-                if null_control(m) in present
-            ]
-            if not parts:
-                continue
-            table = pd.concat(parts, ignore_index=True)
-            table["p_adj"] = adjust_pvalues(table["p_value"].to_numpy(float))
-        elif control in present:
-            table = delta_table(results, metrics=metrics, control=control, **kwargs)
-        else:
+        if control != NULL_CONTROL and control not in present:
             continue
+        table = delta_table(results, metrics=metrics, control=control, **kwargs)
         frames.append(table.assign(control=control))
     if not frames:
         raise WspecError(f"none of the controls {list(controls)} is in the results")
@@ -179,7 +144,7 @@ def length_table(
     present = set(results["control"].astype(str).unique())
     frames = []
     for control in controls:
-        name = null_control(metric) if control == "null" else control
+        name = null_control(metric) if control == NULL_CONTROL else control
         if name not in present:
             continue
         sub = select_results(results, control=name, K=K)
@@ -218,113 +183,6 @@ def length_correlation(lengths: pd.DataFrame, method: str = "spearman") -> pd.Da
 
 
 # --------------------------------------------------------------------------- eigen-spectra
-
-
-def _eigen_key(model: str, sha256: str, parts: Sequence[str], n_rows: int, max_new: int) -> str:
-    """Content address of one stimulus's spectra: model, audio, settings and producing code.
-
-    The code part is the source of the function that computes the spectra plus the modules
-    it calls (not all of this module, so editing prose helpers keeps the cache).
-    """
-    import wspec
-
-    root = Path(wspec.__file__).parent
-    modules = (root / name for name in ("capture.py", "spectra.py", "decoding.py", "audio.py"))
-    h = source_digest(_one_stimulus_eigenvalues, *modules)
-    h.update(json.dumps([EIGEN_VERSION, model, sha256, list(parts), n_rows, max_new]).encode())
-    return h.hexdigest()[:24]
-
-
-def _one_stimulus_eigenvalues(loaded, capture, stim, parts, n_rows, max_new_tokens):
-    from wspec.audio import read_audio
-    from wspec.capture import encoder_frames
-    from wspec.decoding import greedy_decode
-    from wspec.spectra import gram_eigenvalues
-
-    audio = read_audio(stim["path"], allow_long=True)
-    capture.start(encoder_frames(len(audio)))
-    decoded = greedy_decode(loaded, audio, max_new_tokens=max_new_tokens, min_new_tokens=n_rows)
-    captured = capture.collect()
-    natural = min(len(decoded.tokens) + 1, captured.n_rows_decoder)
-    rows = []
-    for site in capture.sites:
-        matrix = captured.matrices[site.name]
-        for control, count in (("raw", natural), ("budget_T", n_rows)):
-            lam = gram_eigenvalues(matrix[:count]).cpu().numpy()
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "layer": site.layer,
-                        "component": DECODER_PARTS[site.part],
-                        "control": control,
-                        "n_rows": int(min(count, matrix.shape[0])),
-                        "rank": np.arange(1, lam.size + 1),
-                        "eigenvalue": lam,
-                    }
-                )
-            )
-    table = pd.concat(rows, ignore_index=True)
-    table.insert(0, "n_tokens", len(decoded.tokens))
-    for col in ("source_id", "family", "stimulus_id"):
-        table.insert(0, col, str(stim[{"stimulus_id": "id"}.get(col, col)]))
-    table.insert(0, "model", loaded.name)
-    return table
-
-
-def decoder_eigenvalues(
-    loaded,
-    stimuli: pd.DataFrame,
-    *,
-    parts: Sequence[str] = tuple(DECODER_PARTS),
-    n_rows: int = 12,
-    max_new_tokens: int = 224,
-    progress: bool = True,
-    cache: Path | None = None,
-) -> pd.DataFrame:
-    """Covariance eigenvalues of decoder components, natural length and fixed budget.
-
-    For each stimulus (manifest rows), one greedy decode with end-of-text suppressed until
-    `n_rows` tokens exist (the ``budget_T`` decode of `wspec.pipeline`; the decoder is causal,
-    so its first rows are those of the natural decode). Per decoder layer and part, the
-    eigenvalues of the centred covariance of the output rows (`wspec.spectra.gram_eigenvalues`)
-    are recorded for the natural decode (``control="raw"``: its n_tokens + 1 decision rows)
-    and for the first `n_rows` rows (``control="budget_T"``). Long table: model, stimulus_id,
-    family, source_id, n_tokens, layer, component, control, n_rows, rank, eigenvalue.
-    Each stimulus is cached (atomic parquet) under `cache` (default
-    cache_dir("crossmodel", "eigen")) / model.
-    """
-    from wspec.capture import ActivationCapture
-
-    unknown = sorted(set(parts) - set(DECODER_PARTS))
-    if unknown:
-        raise WspecError(f"unknown decoder part(s) {unknown}; use {list(DECODER_PARTS)}")
-    names = [
-        f"decoder.{layer}.{part}"
-        for layer in range(loaded.model.config.decoder_layers)
-        for part in parts
-    ]
-    folder = Path(cache or cache_dir("crossmodel", "eigen")) / _safe(loaded.name)
-    tables = []
-    with ActivationCapture(loaded.model, names) as capture:
-        todo = list(stimuli.to_dict("records"))
-        for stim in tqdm(
-            todo, desc=f"spectra {loaded.name}", **({} if progress else {"disable": True})
-        ):
-            key = _eigen_key(loaded.identity, str(stim["sha256"]), parts, n_rows, max_new_tokens)
-            path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
-            if path.is_file():
-                tables.append(pd.read_parquet(path))
-                continue
-            with torch.no_grad():
-                table = _one_stimulus_eigenvalues(
-                    loaded, capture, stim, parts, n_rows, max_new_tokens
-                )
-            with atomic_path(path) as tmp:
-                table.to_parquet(tmp, index=False)
-            tables.append(table)
-    if not tables:
-        raise WspecError("no stimuli given; pass a non-empty manifest.")
-    return pd.concat(tables, ignore_index=True)
 
 
 def _safe(name: str) -> str:

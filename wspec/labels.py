@@ -26,13 +26,13 @@ from pathlib import Path
 
 import jiwer
 import pandas as pd
-from tqdm.auto import tqdm
 
 from wspec import decoding
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
 from wspec.errors import WspecError
 from wspec.paths import atomic_path, cache_dir, source_digest
+from wspec.progress import track
 
 INSERT_RUN = 3
 INSERT_SHARE = 0.30
@@ -177,13 +177,9 @@ def label_stimuli(
     if cache and path.is_file():
         return pd.read_parquet(path)
     rows = []
-    kwargs = {} if progress else {"disable": True}  # keep TQDM_DISABLE effective
-    for stim in tqdm(
-        manifest.itertuples(index=False),
-        total=len(manifest),
-        desc=f"labels[{loaded.name}]",
-        unit="clip",
-        **kwargs,
+    clips = manifest.itertuples(index=False)
+    for stim in track(
+        clips, f"labels {loaded.name}", total=len(manifest), unit="clips", enabled=progress
     ):
         dec = greedy_decode(loaded, read_audio(stim.path, allow_long=True))
         rows.append(

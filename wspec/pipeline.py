@@ -46,7 +46,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 import wspec
 from wspec.audio import read_audio
@@ -55,6 +54,7 @@ from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
 from wspec.models import load
 from wspec.paths import atomic_path, cache_dir
+from wspec.progress import track
 from wspec.seqlen import (
     apply_null,
     average_metric,
@@ -98,6 +98,27 @@ COLUMNS: tuple[str, ...] = (
     "n_tokens",  # generated tokens of the decode (without EOT), same for every row of a stimulus
     "n_rows",  # rows of the analysed matrix: decoder decision positions or encoder frames
     "note",  # why `value` is NaN ('' otherwise)
+)
+#: Decoder parts whose whole eigen-spectra every run keeps, for the figures and the KL test
+#: (the outputs of Table 1's components), so that nothing downstream decodes a clip again.
+EIGEN_PARTS: tuple[str, ...] = ("cross_attn", "self_attn", "ffn")
+#: Columns of a run's eigen-spectra table (`<run>.eigen.parquet`): per clip, decoder layer,
+#: component and control ("raw": the natural decode; "budget_T": its first T0 rows, forced
+#: where the decode is shorter), the eigenvalues in decreasing order with their rank.
+EIGEN_COLUMNS: tuple[str, ...] = (
+    "model",
+    "stimulus_id",
+    "family",
+    "source_id",
+    "cluster",
+    "input_key",
+    "n_tokens",
+    "layer",
+    "component",
+    "control",
+    "n_rows",
+    "rank",
+    "eigenvalue",
 )
 DECODE_COLUMNS: tuple[str, ...] = (
     "model",
@@ -338,6 +359,24 @@ def spectral_rows(
     return [row for s in sites for row in by_site[s.name]]
 
 
+def eigen_spectra(captured: Captured, sites: list[Site], natural_rows: int, budget_rows: int):
+    """Per `EIGEN_PARTS` site and control: (layer, component, control, n_rows, eigenvalues).
+
+    Eigenvalues of the centred covariance (`spectra.gram_eigenvalues`) of the natural decode's
+    rows ("raw") and of the first `budget_rows` rows ("budget_T").
+    """
+    out = []
+    for site in sites:
+        if site.stack != "decoder" or site.part not in EIGEN_PARTS:
+            continue
+        matrix = captured.matrices[site.name]
+        for control, count in (("raw", natural_rows), ("budget_T", budget_rows)):
+            rows = matrix[: min(count, matrix.shape[0])]
+            lam = gram_eigenvalues(rows).cpu().numpy().astype(float)
+            out.append((site.layer, site.component, control, int(rows.shape[0]), lam.tolist()))
+    return out
+
+
 def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
     """The first `n_rows` decision rows of every decoder site (encoder sites untouched).
 
@@ -358,7 +397,7 @@ def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
 def _analyse_stimulus(
     loaded, capture: ActivationCapture, stim: pd.Series, settings: SpectralSettings
 ):
-    """Decode one stimulus under capture; return (rows DataFrame, decode dict)."""
+    """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra)."""
     audio = read_audio(stim["path"], allow_long=True)  # Whisper sees the first 30 s
     capture.start(encoder_frames(len(audio)))
     decoded = greedy_decode(
@@ -376,6 +415,7 @@ def _analyse_stimulus(
         r | {"control": "budget_T"}
         for r in spectral_rows(budget, decoder_sites, settings, raw_only=True)
     ]
+    eigen = eigen_spectra(captured, capture.sites, natural_rows, settings.matched_rows)
     ident = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.name,
@@ -396,7 +436,7 @@ def _analyse_stimulus(
         "no_speech_prob": decoded.no_speech_prob,
         "compression_ratio": decoded.compression_ratio,
     }
-    return _typed(df), decode
+    return _typed(df), decode, eigen
 
 
 def _units(stim: pd.Series) -> dict[str, str]:
@@ -418,17 +458,36 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _write_result(path: Path, df: pd.DataFrame, decode: dict) -> None:
+def _write_result(path: Path, df: pd.DataFrame, decode: dict, eigen: list) -> None:
+    """One file per stimulus, written atomically: the rows, with the decode and the
+    eigen-spectra in its metadata (so a result is never half there)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {}) | {b"wspec_decode": json.dumps(decode).encode()}
+    meta = dict(table.schema.metadata or {}) | {
+        b"wspec_decode": json.dumps(decode).encode(),
+        b"wspec_eigen": json.dumps(eigen).encode(),
+    }
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
-def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
-    """One cached stimulus result: (rows, decode dict)."""
+def read_result(path: Path) -> tuple[pd.DataFrame, dict, list]:
+    """One cached stimulus result: (rows, decode dict, eigen-spectra)."""
     table = pq.read_table(path)
-    return table.to_pandas(), json.loads(table.schema.metadata[b"wspec_decode"])
+    meta = table.schema.metadata
+    return table.to_pandas(), json.loads(meta[b"wspec_decode"]), json.loads(meta[b"wspec_eigen"])
+
+
+def _eigen_table(ident: dict, eigen: list) -> pd.DataFrame:
+    """The long `EIGEN_COLUMNS` table of one stimulus's eigen-spectra."""
+    parts = [
+        pd.DataFrame(
+            ident
+            | {"layer": layer, "component": component, "control": control, "n_rows": n_rows}
+            | {"rank": np.arange(1, len(lam) + 1), "eigenvalue": np.asarray(lam, float)}
+        )
+        for layer, component, control, n_rows, lam in eigen
+    ]
+    return pd.concat(parts, ignore_index=True)[list(EIGEN_COLUMNS)]
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -454,7 +513,8 @@ def run_model(
     `manifest` overrides the set (any DataFrame with the manifest columns); `loaded`
     reuses an already loaded model; `cache` replaces cache_dir("runs") as the folder of
     per-stimulus results.  Writes the table to `out` (default:
-    `default_output(spec, set_name)`) and the decodes beside it (`*.decodes.parquet`).
+    `default_output(spec, set_name)`), the decodes beside it (`*.decodes.parquet`) and the
+    decoder eigen-spectra (`*.eigen.parquet`, `EIGEN_COLUMNS`).
     """
     settings = settings or SpectralSettings()
     if manifest is None:
@@ -469,26 +529,25 @@ def run_model(
     folder = root / _safe(loaded.name)
     tables: list[pd.DataFrame] = []
     decodes: list[dict] = []
+    eigens: list[pd.DataFrame] = []
     with ActivationCapture(loaded.model) as capture:
-        bar = tqdm(
-            list(manifest.itertuples(index=False)),
-            desc=f"spectra {loaded.name}",
-            unit="stim",
-            **({} if progress else {"disable": True}),  # else TQDM_DISABLE decides
-        )
-        for stim in bar:
+        clips = list(manifest.itertuples(index=False))
+        for stim in track(clips, f"spectra {loaded.name}", unit="clips", enabled=progress):
             stim = pd.Series(stim._asdict())
             sha = str(stim["sha256"])
             key = stimulus_key(loaded.identity, sha, settings, code, loaded.device.type)
             path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
             if path.is_file():
-                df, decode = read_result(path)
+                df, decode, eigen = read_result(path)
             else:
-                df, decode = _analyse_stimulus(loaded, capture, stim, settings)
-                _write_result(path, df, decode)
+                df, decode, eigen = _analyse_stimulus(loaded, capture, stim, settings)
+                _write_result(path, df, decode, eigen)
             units = _units(stim)
             tables.append(df.assign(**units)[list(COLUMNS)])
             decodes.append(decode | units)
+            ident = {k: decode[k] for k in ("model", "stimulus_id", "family", "n_tokens")}
+            ident |= units | {"source_id": str(stim["source_id"])}
+            eigens.append(_eigen_table(ident, eigen))
     table = _typed(pd.concat(tables, ignore_index=True))
     target = Path(out) if out is not None else default_output(loaded.name, set_name)
     with atomic_path(target) as tmp:
@@ -496,4 +555,6 @@ def run_model(
     decode_df = pd.DataFrame(decodes, columns=list(DECODE_COLUMNS))
     with atomic_path(target.with_name(target.stem + ".decodes.parquet")) as tmp:
         decode_df.to_parquet(tmp, index=False)
+    with atomic_path(target.with_name(target.stem + ".eigen.parquet")) as tmp:
+        pd.concat(eigens, ignore_index=True).to_parquet(tmp, index=False)
     return table

@@ -46,6 +46,7 @@ from scipy import special, stats
 
 from wspec.errors import WspecError
 from wspec.paper import COMPONENT_LABELS, METRIC_LABELS
+from wspec.seqlen import null_control
 
 #: ``layer`` value of a cell aggregated over layers (mean over layers per stimulus).
 LAYER_MEAN = -1
@@ -515,13 +516,29 @@ def check_results(results: pd.DataFrame) -> None:
         )
 
 
+#: The pseudo-control "each metric under its own null control" (`seqlen.null_control`): the
+#: whole natural decode, normalised by Gaussian rows of its shape. It needs no common length,
+#: so it is the length-robust reading of comparisons whose clips decode to fewer than T0 rows.
+NULL_CONTROL = "null"
+
+
 def select_results(results: pd.DataFrame, *, control: str, K: int) -> pd.DataFrame:
-    """Rows of one sequence-length control and K, after checking both exist in `results`."""
+    """Rows of one sequence-length control and K, after checking both exist in `results`.
+
+    `control` = `NULL_CONTROL` selects each metric's own null control (null_ratio or
+    null_diff), so one call reads every metric length-robustly.
+    """
     check_results(results)
     controls = sorted(results["control"].astype(str).unique())
-    if control not in controls:
+    if control == NULL_CONTROL:
+        wanted = results["metric"].astype(str).map(null_control)
+        if not wanted.isin(controls).any():
+            raise WspecError(f"no null-normalised rows in the results; available: {controls}")
+        sub = results[results["control"].astype(str) == wanted]
+    elif control not in controls:
         raise WspecError(f"control {control!r} not in the results; available: {controls}")
-    sub = results[results["control"] == control]
+    else:
+        sub = results[results["control"] == control]
     ks = sorted(int(k) for k in sub["K"].unique())
     if int(K) not in ks:
         raise WspecError(f"K={K} not in the results for control {control!r}; available: {ks}")

@@ -61,7 +61,7 @@ def _paper_protocol(results: pd.DataFrame, paths: list[Path], set_name: str):
 
 def _run(args: argparse.Namespace) -> int:
     from wspec import pipeline, protocol
-    from wspec.crossmodel import table1_control
+    from wspec.crossmodel import BROAD_CONTROL
     from wspec.table import format_table, table1
 
     if args.results:
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.control != "auto":
         control = args.control
     else:
-        control = protocol.PRIMARY_CONTROL if paper else table1_control(results)
+        control = protocol.PRIMARY_CONTROL if paper else BROAD_CONTROL
     table = table1(
         results,
         control=control,

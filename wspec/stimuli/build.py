@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.io import wavfile
-from tqdm.auto import tqdm
 
 from wspec.audio import SAMPLE_RATE, read_audio, write_audio
 from wspec.errors import WspecError
 from wspec.paths import atomic_write_bytes
+from wspec.progress import track
 from wspec.stimuli import degrade, hell, nonspeech
 from wspec.stimuli.manifest import MANIFEST_NAME, params_json, save_manifest, set_dir, to_frame
 from wspec.stimuli.sentences import SENTENCES
@@ -399,11 +399,6 @@ def design(set_name: str) -> list[Spec]:
     ]
 
 
-def _tqdm_kwargs(progress: bool) -> dict:
-    # Passing disable=False explicitly would override the TQDM_DISABLE environment variable.
-    return {} if progress else {"disable": True}
-
-
 def _read_exact(path: Path) -> np.ndarray:
     _, audio = wavfile.read(path)
     return np.asarray(audio, dtype=np.float32)
@@ -452,7 +447,7 @@ def build_specs(
         raise WspecError("stimulus ids are not unique; this is a bug in the set design.")
     recipes = _recipes(specs)
     rows = []
-    for spec in tqdm(specs, desc=desc, unit="clip", **_tqdm_kwargs(progress)):
+    for spec in track(specs, desc, unit="clips", enabled=progress):
         path = path_of[spec.id]
         recipe_path = path.with_suffix(".recipe.json")
         fresh = path.is_file() and recipe_path.is_file()
