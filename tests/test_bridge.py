@@ -75,3 +75,39 @@ def test_bad_sizes_are_clear_errors() -> None:
         bridge.decode_spectrum(1.0, 2)
     with pytest.raises(ValueError, match="d > T - 1"):
         bridge.decode_spectrum(1.0, 24, d=10)
+
+
+def test_clip_predictions_from_a_jacobian_table() -> None:
+    """Two steps of a 4-layer decoder: theta is the geometric mean of the per-step
+    theta_from_rho; larger rho gives larger q and a lower predicted N_eff; no gamma -> NaN."""
+    import pandas as pd
+
+    def rows(sid: str, rho: list[float], gamma: float, step: int) -> list[dict]:
+        return [
+            {
+                "model": "m",
+                "stimulus_id": sid,
+                "family": "f",
+                "stack": "decoder",
+                "layer": j,
+                "step": step,
+                "rho": r,
+                "gamma": gamma,
+                "d_model": 384,
+            }
+            for j, r in enumerate([*rho, np.nan])
+        ]
+
+    table = pd.DataFrame(
+        rows("a", [1.0, 1.0, 1.0], 0.5, 0)
+        + rows("a", [2.0, 2.0, 2.0], 0.5, 1)
+        + rows("b", [3.0, 3.0, 3.0], 0.5, 0)
+        + rows("c", [1.0, 1.0, 1.0], np.nan, 0)
+    )
+    pred = bridge.clip_predictions(table, T=24, K=10).set_index("stimulus_id")
+    t1 = bridge.theta_from_rho(np.zeros(3), 0.5)
+    t2 = bridge.theta_from_rho(np.full(3, np.log(2.0)), 0.5)
+    assert pred.at["a", "theta"] == pytest.approx(np.sqrt(t1 * t2), rel=1e-12)
+    assert pred.at["b", "q"] > pred.at["a", "q"]
+    assert pred.at["b", "pred_n_eff"] < pred.at["a", "pred_n_eff"]
+    assert np.isnan(pred.at["c", "pred_n_eff"])

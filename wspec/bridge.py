@@ -74,11 +74,12 @@ def n_eff_expr() -> sp.Expr:
     return sp.exp(entropy)
 
 
-def n_eff(q: float | np.ndarray, T: int, d: int | None = None) -> np.ndarray | float:
-    """Numerical `n_eff_expr`: m at q = 0 (flat), -> 1 as q -> oo (rank one); finite d uses
-    `decode_spectrum(q, T, d)` with the project's `spectra.effective_rank`."""
-    if d is not None:
-        return _of_spectrum(spectra.effective_rank, q, T, d)
+def n_eff(q: float | np.ndarray, T: int, d: int | None = None, k: int = 0) -> np.ndarray | float:
+    """Numerical `n_eff_expr`: m at q = 0 (flat), -> 1 as q -> oo (rank one). Finite d or
+    top-k modes (k > 0, as Table 1's K): the project's `spectra.effective_rank` of
+    `decode_spectrum(q, T, d)`."""
+    if d is not None or k:
+        return _of_spectrum(spectra.effective_rank, q, T, d, k)
     m = T - 1
     q = np.asarray(q, dtype=np.float64)
     total = m + q
@@ -101,18 +102,18 @@ def alpha_expr(m: int) -> sp.Expr:
     return xbar * sp.log(1 + q_sym) / sxx
 
 
-def alpha(q: float | np.ndarray, T: int, d: int | None = None) -> np.ndarray | float:
+def alpha(q: float | np.ndarray, T: int, d: int | None = None, k: int = 0) -> np.ndarray | float:
     """Numerical `alpha_expr` with m = T - 1: grows like ln(1+q); 0 for a flat spectrum.
     Finite d: `spectra.spectral_slope` of `decode_spectrum(q, T, d)` (the MP bulk has a slope
-    of its own, so alpha > 0 even at q = 0)."""
-    if d is not None:
-        return _of_spectrum(spectra.spectral_slope, q, T, d)
+    of its own, so alpha > 0 even at q = 0); k > 0 fits the top k modes only."""
+    if d is not None or k:
+        return _of_spectrum(spectra.spectral_slope, q, T, d, k)
     xbar, sxx = _log_index_moments(T)
     return xbar * np.log1p(np.asarray(q, dtype=np.float64)) / sxx
 
 
-def _of_spectrum(metric, q, T: int, d: int) -> np.ndarray | float:
-    values = [float(metric(decode_spectrum(float(x), T, d))) for x in np.ravel(q)]
+def _of_spectrum(metric, q, T: int, d: int | None, k: int) -> np.ndarray | float:
+    values = [float(metric(decode_spectrum(float(x), T, d), k)) for x in np.ravel(q)]
     return values[0] if np.ndim(q) == 0 else np.reshape(values, np.shape(q))
 
 
@@ -262,5 +263,74 @@ def plot_simulation_check(check: pd.DataFrame, T: int, d: int):
         ax.set_ylabel(METRIC_LABELS[metric])
     axes[0].legend(fontsize=7)
     fig.suptitle(f"T = {T} tokens", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def clip_predictions(jacobian: pd.DataFrame, T: int, K: int) -> pd.DataFrame:
+    """Per model x clip, the signature the bridge predicts from the measured rho_j and gamma_j.
+
+    For each measured decoding step: theta = `theta_from_rho`(layer log rho_j, mean gamma_j)
+    (decoder layers in order; the last has no rho); the clip's theta is the geometric mean
+    over steps, q = (T - 1) theta, and the predictions are `n_eff` and `alpha` over the top K
+    modes at the model's width d (column d_model). Clips without gamma (not measured) get NaN.
+    """
+    dec = jacobian[jacobian["stack"] == "decoder"]
+    rows = []
+    for (model, sid), clip in dec.groupby(["model", "stimulus_id"], sort=True):
+        log_theta = []
+        for _, run in clip.groupby("step"):
+            run = run.sort_values("layer")
+            rho = run["rho"].to_numpy(dtype=float)
+            rho = rho[np.isfinite(rho)]
+            if rho.size == 0 or np.any(rho <= 0):
+                continue
+            log_theta.append(np.log(theta_from_rho(np.log(rho), float(run["gamma"].mean()))))
+        theta = float(np.exp(np.mean(log_theta))) if log_theta else float("nan")
+        q = (T - 1) * theta
+        width = int(clip["d_model"].iloc[0])
+        finite = np.isfinite(q)
+        rows.append(
+            {
+                "model": model,
+                "stimulus_id": sid,
+                "family": clip["family"].iloc[0],
+                "theta": theta,
+                "q": q,
+                "pred_n_eff": float(n_eff(q, T, width, K)) if finite else float("nan"),
+                "pred_alpha": float(alpha(q, T, width, K)) if finite else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_confrontation(points: pd.DataFrame, T: int, K: int):
+    """Per model (columns): measured N_eff and alpha (rows) of each clip against its decode SNR
+    q from measured rho_j and gamma_j, with the bridge's prediction as a curve (clean blue
+    circles, stressed red triangles)."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(points["model"]))
+    fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.6), squeeze=False)
+    plt.close(fig)  # the caller glues or shows it
+    for c, model in enumerate(models):
+        sub = points[points["model"] == model]
+        width = int(sub["d_model"].iloc[0])
+        finite = sub["q"][np.isfinite(sub["q"]) & (sub["q"] > 0)]
+        lo = min(finite.min() if len(finite) else 1e-3, 1e-3)
+        qs = np.geomspace(lo, 1e3, 80)
+        for r, (measured, predict, label) in enumerate(
+            (("n_eff", n_eff, r"$N_\mathrm{eff}$"), ("alpha", alpha, r"$\alpha$"))
+        ):
+            ax = axes[r][c]
+            ax.plot(qs, predict(qs, T, width, K), "k-", lw=1.2, label=f"bridge (d = {width})")
+            for group, marker, color in (("clean", "o", "tab:blue"), ("stressed", "^", "tab:red")):
+                g = sub[sub["group"] == group]
+                ax.scatter(g["q"], g[measured], marker=marker, color=color, s=22, label=group)
+            ax.set_xscale("log")
+            ax.set_xlabel(r"decode SNR $q$ from measured $\rho_j, \gamma_j$")
+            ax.set_ylabel(f"measured {label} (top {K})")
+            ax.set_title(model, fontsize=9)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -269,3 +269,52 @@ def plot_phase_diagram(grid: pd.DataFrame, eta: float | None = None):
     axes[0][0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+ATTRACTOR_ANGLE_DEG = 30.0
+"""Largest angle between consecutive steps' top output directions that still counts as the
+same direction (two random directions in d = 48 are ~82 degrees apart on average)."""
+ATTRACTOR_GAP = 2.0
+"""Smallest spectral gap s_1 / s_2 of J_L for a direction to count as dominant."""
+
+
+def top_direction(layers: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Top left singular vector of F_L ... F_1 and its spectral gap s_1 / s_2."""
+    J = np.eye(layers[0].shape[0])
+    for F in layers:
+        J = F @ J
+        J /= np.linalg.norm(J)
+    u, s, _ = np.linalg.svd(J)
+    return u[:, 0], float(s[0] / s[1]) if s[1] > 0 else float("inf")
+
+
+def attractor_share(
+    depth: int,
+    gain: float,
+    alignment: float | None,
+    cfg: PhaseConfig,
+    *,
+    eps: float = 0.1,
+    n_steps: int = 20,
+    rng: np.random.Generator,
+) -> float:
+    """Share of steps in an attractor, by the book's operational definition.
+
+    One chain plays the network; each "decoding step" perturbs every layer independently by
+    a relative amount eps (a new input around the same operating point). A step counts when
+    J_L has gap s_1/s_2 >= ATTRACTOR_GAP and its top output direction lies within
+    ATTRACTOR_ANGLE_DEG of the previous step's.
+    """
+    base = layer_chain(depth, gain, alignment, cfg.dim, cfg.eta, rng)
+    prev, hits = None, []
+    cos_min = np.cos(np.deg2rad(ATTRACTOR_ANGLE_DEG))
+    for _ in range(n_steps + 1):
+        step = []
+        for F in base:
+            Z = rng.standard_normal(F.shape)
+            step.append(F + eps * np.linalg.norm(F, 2) * Z / np.linalg.norm(Z, 2))
+        u, gap = top_direction(step)
+        if prev is not None:
+            hits.append(gap >= ATTRACTOR_GAP and abs(u @ prev) >= cos_min)
+        prev = u
+    return float(np.mean(hits))
