@@ -112,6 +112,9 @@ def test_null_comparison_plot(regimes: pd.DataFrame) -> None:
     labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
     assert any("=1" in lab for lab in labels)
     assert len(fig.axes) >= 6
+    # requested alignments snap to the grid (0.3, 0.9 -> 0.3, 0.9 here): one line each
+    kappas = {lab for lab in labels if lab.startswith(r"$\kappa$=")}
+    assert kappas == {r"$\kappa$=0.30", r"$\kappa$=0.90"}
 
 
 def test_attractor_definition_separates_designed_chains_from_the_null() -> None:

@@ -189,8 +189,9 @@ def regime_map(grid: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_null_comparison(regimes: pd.DataFrame, alignments: tuple[float, ...]):
-    """Per depth: top share and effective rank against gain, designed chains (lines, a few
-    alignments) over the null's 95 % band (grey); bottom row, the cells beyond the null."""
+    """Per depth: top share and effective rank against gain, designed chains (lines, the grid
+    alignments closest to `alignments`) over the null's 95 % band (grey); bottom row, the
+    cells beyond the null."""
     import matplotlib.pyplot as plt
 
     depths = sorted(regimes["depth"].unique())
@@ -205,9 +206,11 @@ def plot_null_comparison(regimes: pd.DataFrame, alignments: tuple[float, ...]):
                 band["gain"], band[f"{col}_lo"], band[f"{col}_hi"], color="0.8", label="null 95 %"
             )
             ax.plot(band["gain"], band[f"{col}_mid"], color="0.4", lw=1)
+            grid_a = np.sort(sub["alignment"].unique())
             for a in alignments:
-                line = sub[np.isclose(sub["alignment"], a)].sort_values("gain")
-                ax.plot(line["gain"], line[col], marker=".", lw=1.2, label=rf"$\kappa$={a:g}")
+                near = grid_a[np.argmin(np.abs(grid_a - a))]  # the grid's closest alignment
+                line = sub[sub["alignment"] == near].sort_values("gain")
+                ax.plot(line["gain"], line[col], marker=".", lw=1.2, label=rf"$\kappa$={near:.2f}")
             ax.set_xlabel(r"gain $\sigma$")
             ax.set_ylabel("top share" if col == "top_share" else "effective rank")
             ax.set_title(f"L = {depth}")
