@@ -32,6 +32,17 @@ def test_rank_one_product_without_alignment_is_wrong() -> None:
     assert not wrong.holds()
 
 
+def test_new_bound_identities_have_teeth() -> None:
+    """Negative controls: dropping the '- prod p' term, or the kappa in xi_L, breaks them."""
+    pe = theory.perturbation_expansion(depth=3)
+    p = sp.symbols("p1:4", positive=True)
+    assert not theory.Identity("wrong", "no -prod p", pe.lhs, pe.rhs + sp.Mul(*p)).holds()
+    xi = theory.relative_noise_uniform()
+    assert not theory.Identity("wrong", "no kappa", xi.lhs, xi.rhs / theory.kappa).holds()
+    fac = theory.aligned_weight_factorisation(depth=3)
+    assert not theory.Identity("wrong", "all sigmas", fac.lhs, fac.rhs * fac.rhs.args[0]).holds()
+
+
 def test_supercritical_coefficients_nonnegative() -> None:
     """S_L(1+t) - L has non-negative coefficients and no constant term: S_L(rho) >= L."""
     for depth in (2, 5, 9):

@@ -46,9 +46,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def layer_chain(
-    depth: int, gain: float, alignment: float, dim: int, eta: float, rng: np.random.Generator
+    depth: int,
+    gain: float,
+    alignment: float | None,
+    dim: int,
+    eta: float,
+    rng: np.random.Generator,
 ) -> list[np.ndarray]:
-    """Layer Jacobians F_1..F_depth with v_{j+1}^T u_j = alignment exactly."""
+    """Layer Jacobians F_1..F_depth with v_{j+1}^T u_j = alignment exactly.
+
+    alignment=None is the null: v_{j+1} is drawn independently of u_j, so kappa_j follows
+    its chance distribution (about N(0, 1/dim)) while gains and perturbations stay the same.
+    """
     v = _unit(rng.standard_normal(dim))
     layers = []
     for _ in range(depth):
@@ -56,6 +65,9 @@ def layer_chain(
         E = rng.standard_normal((dim, dim)) * (eta / np.sqrt(dim))
         layers.append(gain * np.outer(u, v) + E)
         w = rng.standard_normal(dim)
+        if alignment is None:
+            v = _unit(w)
+            continue
         w = _unit(w - (w @ u) * u)
         v = alignment * u + np.sqrt(max(0.0, 1.0 - alignment**2)) * w
     return layers
@@ -106,12 +118,7 @@ def phase_grid(config: PhaseConfig | None = None) -> pd.DataFrame:
                 rng = np.random.default_rng([cfg.seed, d_i, g_i, a_i])
                 trials = []
                 for _ in range(cfg.n_trials):
-                    s, log_scale = product_spectrum(
-                        layer_chain(depth, gain, alignment, cfg.dim, cfg.eta, rng)
-                    )
-                    met = spectrum_metrics(s)
-                    met["log10_norm"] = (np.log(met["norm"]) + log_scale) / np.log(10)
-                    trials.append(met)
+                    trials.append(_chain_metrics(depth, gain, alignment, cfg, rng))
                 rows.append(
                     {
                         "depth": depth,
@@ -124,6 +131,101 @@ def phase_grid(config: PhaseConfig | None = None) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def _chain_metrics(
+    depth: int, gain: float, alignment: float | None, cfg: PhaseConfig, rng: np.random.Generator
+) -> dict[str, float]:
+    s, log_scale = product_spectrum(layer_chain(depth, gain, alignment, cfg.dim, cfg.eta, rng))
+    met = spectrum_metrics(s)
+    met["log10_norm"] = (np.log(met["norm"]) + log_scale) / np.log(10)
+    return met
+
+
+NULL_SEED_TAG = 1_000_003
+"""Extra seed component that separates null chains from designed cells (same depth, gain)."""
+
+
+def null_grid(config: PhaseConfig | None = None, n_null: int = 40) -> pd.DataFrame:
+    """Unaligned chains (alignment=None) of the same gains, eta and depths: one row per chain.
+
+    The null of the phase diagram: what products of random Jacobians of these gains do with
+    no designed alignment at all.
+    """
+    cfg = config or PhaseConfig()
+    rows = []
+    for d_i, depth in enumerate(cfg.depths):
+        for g_i, gain in enumerate(cfg.gains):
+            rng = np.random.default_rng([cfg.seed, d_i, g_i, NULL_SEED_TAG])
+            for trial in range(n_null):
+                met = _chain_metrics(depth, gain, None, cfg, rng)
+                rows.append({"depth": depth, "gain": float(gain), "trial": trial, **met})
+    return pd.DataFrame(rows)
+
+
+def null_bands(null: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Central `level` interval and median of each metric over null chains, per (depth, gain)."""
+    q = (1 - level) / 2
+    out = null.groupby(["depth", "gain"])[["top_share", "eff_rank", "log10_norm"]]
+    lo, mid, hi = out.quantile(q), out.median(), out.quantile(1 - q)
+    return pd.concat(
+        [lo.add_suffix("_lo"), mid.add_suffix("_mid"), hi.add_suffix("_hi")], axis=1
+    ).reset_index()
+
+
+def regime_map(grid: pd.DataFrame, bands: pd.DataFrame) -> pd.DataFrame:
+    """Designed cells against their null band (same depth and gain).
+
+    ``beyond_null`` (the book's Regime II region) is True where the designed cell's mean top
+    share lies above the null's band *and* its mean effective rank below it: the designed
+    alignment concentrates the product more than chance products of the same gains do.
+    A low rank that the null also reaches is not Regime II.
+    """
+    m = grid.merge(bands, on=["depth", "gain"], how="left", validate="many_to_one")
+    m["above_top_share"] = m["top_share"] > m["top_share_hi"]
+    m["below_eff_rank"] = m["eff_rank"] < m["eff_rank_lo"]
+    m["beyond_null"] = m["above_top_share"] & m["below_eff_rank"]
+    return m
+
+
+def plot_null_comparison(regimes: pd.DataFrame, alignments: tuple[float, ...]):
+    """Per depth: top share and effective rank against gain, designed chains (lines, the grid
+    alignments closest to `alignments`) over the null's 95 % band (grey); bottom row, the
+    cells beyond the null."""
+    import matplotlib.pyplot as plt
+
+    depths = sorted(regimes["depth"].unique())
+    fig, axes = plt.subplots(3, len(depths), figsize=(3.4 * len(depths), 8.4), squeeze=False)
+    plt.close(fig)  # see plot_phase_diagram
+    for c, depth in enumerate(depths):
+        sub = regimes[regimes["depth"] == depth]
+        band = sub.drop_duplicates("gain").sort_values("gain")
+        for r, col in enumerate(("top_share", "eff_rank")):
+            ax = axes[r][c]
+            ax.fill_between(
+                band["gain"], band[f"{col}_lo"], band[f"{col}_hi"], color="0.8", label="null 95 %"
+            )
+            ax.plot(band["gain"], band[f"{col}_mid"], color="0.4", lw=1)
+            grid_a = np.sort(sub["alignment"].unique())
+            for a in alignments:
+                near = grid_a[np.argmin(np.abs(grid_a - a))]  # the grid's closest alignment
+                line = sub[sub["alignment"] == near].sort_values("gain")
+                ax.plot(line["gain"], line[col], marker=".", lw=1.2, label=rf"$\kappa$={near:.2f}")
+            ax.set_xlabel(r"gain $\sigma$")
+            ax.set_ylabel("top share" if col == "top_share" else "effective rank")
+            ax.set_title(f"L = {depth}")
+        ax = axes[2][c]
+        table = sub.pivot(index="alignment", columns="gain", values="beyond_null").astype(float)
+        ax.pcolormesh(table.columns, table.index, table.values, cmap="Greys", vmin=0, vmax=1.5)
+        g = np.linspace(table.columns.min(), table.columns.max(), 200)
+        ax.plot(g, 1.0 / g, "k-", lw=1.5, label=r"$\sigma\kappa=1$")
+        ax.set_ylim(table.index.min(), table.index.max())
+        ax.set_xlabel(r"gain $\sigma$")
+        ax.set_ylabel(r"alignment $\kappa$")
+        ax.set_title(f"beyond the null (dark), L = {depth}")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
 
 
 def plot_phase_diagram(grid: pd.DataFrame, eta: float | None = None):
@@ -170,3 +272,52 @@ def plot_phase_diagram(grid: pd.DataFrame, eta: float | None = None):
     axes[0][0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+ATTRACTOR_ANGLE_DEG = 30.0
+"""Largest angle between consecutive steps' top output directions that still counts as the
+same direction (two random directions in d = 48 are ~82 degrees apart on average)."""
+ATTRACTOR_GAP = 2.0
+"""Smallest spectral gap s_1 / s_2 of J_L for a direction to count as dominant."""
+
+
+def top_direction(layers: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Top left singular vector of F_L ... F_1 and its spectral gap s_1 / s_2."""
+    J = np.eye(layers[0].shape[0])
+    for F in layers:
+        J = F @ J
+        J /= np.linalg.norm(J)
+    u, s, _ = np.linalg.svd(J)
+    return u[:, 0], float(s[0] / s[1]) if s[1] > 0 else float("inf")
+
+
+def attractor_share(
+    depth: int,
+    gain: float,
+    alignment: float | None,
+    cfg: PhaseConfig,
+    *,
+    eps: float = 0.1,
+    n_steps: int = 20,
+    rng: np.random.Generator,
+) -> float:
+    """Share of steps in an attractor, by the book's operational definition.
+
+    One chain plays the network; each "decoding step" perturbs every layer independently by
+    a relative amount eps (a new input around the same operating point). A step counts when
+    J_L has gap s_1/s_2 >= ATTRACTOR_GAP and its top output direction lies within
+    ATTRACTOR_ANGLE_DEG of the previous step's.
+    """
+    base = layer_chain(depth, gain, alignment, cfg.dim, cfg.eta, rng)
+    prev, hits = None, []
+    cos_min = np.cos(np.deg2rad(ATTRACTOR_ANGLE_DEG))
+    for _ in range(n_steps + 1):
+        step = []
+        for F in base:
+            Z = rng.standard_normal(F.shape)
+            step.append(F + eps * np.linalg.norm(F, 2) * Z / np.linalg.norm(Z, 2))
+        u, gap = top_direction(step)
+        if prev is not None:
+            hits.append(gap >= ATTRACTOR_GAP and abs(u @ prev) >= cos_min)
+        prev = u
+    return float(np.mean(hits))
