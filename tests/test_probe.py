@@ -125,3 +125,12 @@ def test_coefficients_name_every_input_and_find_the_planted_feature() -> None:
     coef = probe.coefficients(pipe, columns)
     assert list(coef.index) == [*columns, "missing: dec_self_attn/n_eff/L0"]
     assert coef.abs().idxmax() == "dec_cross_attn/n_eff/L0" and coef.iloc[0] < 0
+
+
+def test_a_set_with_one_hallucinating_cluster_has_no_interval() -> None:
+    cases = _cases()
+    scores, _ = probe.all_scores(cases)
+    cases["label"] = cases["cluster"].eq("unit:0")  # one independent unit of positives
+    table = probe.evaluate(cases, scores, n_boot=100)
+    assert (table["n_clusters_pos"] <= 1).all() and table["auroc"].isna().all()
+    assert probe.gains(cases, scores, n_boot=100)["gain"].isna().all()
