@@ -12,6 +12,7 @@ training; a probe of other weights, or none, is an error that says how to train 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import platform
 import tempfile
 from pathlib import Path
@@ -133,8 +134,6 @@ def user_manifest(paths: list[str]) -> pd.DataFrame:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -42,6 +42,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from wspec.crossmodel import table1_control
 from wspec.detection import (
     _boot_weights,
     _case_units,
@@ -132,8 +133,6 @@ def case_table(
     The pre-registered feature is the layer mean under Table 1's control, as in
     `detection.feature_table`, whose rows (and identical-input rule) this extends.
     """
-    from wspec.crossmodel import table1_control
-
     base = feature_table(
         results,
         labels,
