@@ -15,7 +15,7 @@ import soundfile
 from wspec.audio import write_audio
 from wspec.cli import build_parser, main
 
-COMMANDS = ("book", "jacobian", "models", "run", "stimuli", "table", "transcribe")
+COMMANDS = ("book", "detect", "jacobian", "models", "run", "stimuli", "table", "transcribe")
 
 
 def _help(argv: list[str], capsys) -> str:

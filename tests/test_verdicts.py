@@ -328,22 +328,30 @@ def test_cluster_medians_equal_numpy_on_the_expanded_sample() -> None:
     np.testing.assert_allclose(medians, expected, rtol=0, atol=1e-15)
 
 
-def test_c6_two_part_rule() -> None:
+def test_c6_gain_rule() -> None:
+    """Best of the four comparisons per model; the all-clips set never counts."""
+
+    def rows(model, gains):
+        sets = ["speech-derived", "speech-derived", "confident", "confident", "all"]
+        comps = ["(c) − (a)", "(e) − (a)"] * 2 + ["(c) − (a)"]
+        return [
+            {"model": model, "set": s, "comparison": c, "gain": g, "gain_low": lo, "gain_high": hi}
+            for s, c, (g, lo, hi) in zip(sets, comps, gains, strict=True)
+        ]
+
+    low = (-0.1, -0.2, 0.01)  # CI entirely below C6_MIN_GAIN
+    wide = (0.0, -0.1, 0.1)
+    nan = (float("nan"),) * 3
     det = pd.DataFrame(
-        {
-            "model": ["tiny.en", "base", "small", "medium"],
-            "feature": ["dec_cross_attn/alpha"] * 4,
-            "auroc": [0.8, 0.5, 0.6, 0.55],
-            "ci_low": [0.7, 0.4, 0.45, 0.52],
-            "ci_high": [0.9, 0.58, 0.75, 0.58],
-        }
+        rows("tiny.en", [low, low, low, (0.05, 0.01, 0.09), (0.3, 0.2, 0.4)])  # one confirmed
+        + rows("base", [low, low, low, low, (0.3, 0.2, 0.4)])  # only "all" beats (a)
+        + rows("small", [low, wide, nan, low, low])
     )
     v = verdicts.judge_c6(det)
-    assert [(m.model, m.direction, m.magnitude, m.verdict) for m in v.per_model] == [
-        ("base", INCONCLUSIVE, NOT_CONSISTENT, NOT_CONFIRMED),  # rules out a useful detector
-        # Better than chance but not useful (the old rule confirmed this one).
-        ("medium", CONFIRMED, NOT_CONSISTENT, NOT_CONFIRMED),
-        ("small", INCONCLUSIVE, CONSISTENT, INCONCLUSIVE),
-        ("tiny.en", CONFIRMED, CONSISTENT, CONFIRMED),
+    assert [(m.model, m.verdict, m.ci_low) for m in v.per_model] == [
+        ("base", NOT_CONFIRMED, -0.2),
+        ("small", INCONCLUSIVE, -0.1),
+        ("tiny.en", CONFIRMED, 0.01),
     ]
-    assert (v.verdict, v.direction, v.magnitude) == (NOT_CONFIRMED, INCONCLUSIVE, NOT_CONSISTENT)
+    assert v.per_model[2].reason.startswith("confident set, (e) − (a)")
+    assert v.verdict == NOT_CONFIRMED

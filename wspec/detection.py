@@ -1,11 +1,13 @@
-"""Detecting hallucinations without a transcript: spectral features vs Whisper's own signals.
+"""AUROC and its cluster-bootstrap interval, and the case table of hallucination detection.
 
 Each stimulus decoded by a model is a case; the label is the label table's `hallucinated`
-flag (or `hallucinated_gated`). Candidate detectors are scores known at decode time:
+flag (or `hallucinated_gated`). `feature_table` holds the scores known at decode time:
 
 * spectral features from the results table: one column per component × metric, the metric
   averaged over layers (as in `wspec.stats`), named "component/metric";
 * Whisper's signals: avg_logprob, no_speech_prob, compression_ratio.
+
+The cross-validated detectors built on these cases are in `wspec.probe`.
 
 Each score has a direction fixed *in advance* (`DIRECTIONS`: e.g. lower N_eff, lower avg
 log-prob, higher compression ratio → hallucination), so AUROC < 0.5 means the feature points the
@@ -268,95 +270,3 @@ def feature_direction(feature: str, directions: Mapping[str, int] | None = None)
     if metric not in METRIC_DIRECTIONS:
         raise WspecError(f"no direction known for feature {feature!r}; pass directions=")
     return METRIC_DIRECTIONS[metric]
-
-
-_NAN = float("nan")
-REFERENCE_COLUMNS: tuple[str, ...] = ("diff_vs_reference", "diff_low", "diff_high", "delong_p")
-
-
-def _auroc_row(
-    x: np.ndarray, y: np.ndarray, clusters: np.ndarray, n_boot: int, ci: float, seed: int
-) -> dict[str, float]:
-    """Counts, AUROC and its cluster-bootstrap CI (NaN with < 2 clusters of either class)."""
-    _, n_pos_units, n_neg_units = _case_units(y, clusters)
-    row: dict[str, float] = {
-        "n_pos": int(y.sum()),
-        "n_neg": int((~y).sum()),
-        "n_clusters_pos": n_pos_units,
-        "n_clusters_neg": n_neg_units,
-    }
-    if min(n_pos_units, n_neg_units) < 2:
-        return row | dict.fromkeys(["auroc", "ci_low", "ci_high"], _NAN)
-    auc, lo, hi = auroc_ci(x, y, clusters=clusters, n_boot=n_boot, ci=ci, seed=seed)
-    return row | {"auroc": auc, "ci_low": lo, "ci_high": hi}
-
-
-def _reference_row(
-    a: np.ndarray,
-    b: np.ndarray,
-    y: np.ndarray,
-    clusters: np.ndarray,
-    n_boot: int,
-    ci: float,
-    seed: int,
-) -> dict[str, float]:
-    """AUROC(a) − AUROC(b) with its cluster-bootstrap CI and DeLong's p (NaN if too few)."""
-    _, n_pos_units, n_neg_units = _case_units(y, clusters)
-    if min(n_pos_units, n_neg_units) < 2:
-        return dict.fromkeys(REFERENCE_COLUMNS, _NAN)
-    diff, lo, hi = paired_auroc_difference(
-        a, b, y, clusters=clusters, n_boot=n_boot, ci=ci, seed=seed
-    )
-    return {
-        "diff_vs_reference": diff,
-        "diff_low": lo,
-        "diff_high": hi,
-        "delong_p": delong_test(a, b, y)["p_value"],
-    }
-
-
-def detection_table(
-    features: pd.DataFrame,
-    *,
-    reference: str = "avg_logprob",
-    directions: Mapping[str, int] | None = None,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """AUROC with CI of every feature per model, and its difference to `reference`.
-
-    `features` is `feature_table` output (one or more models concatenated). Per model and
-    feature, cases with a missing feature value are dropped; the comparison with `reference`
-    uses the cases where both are present. Intervals resample the ``cluster`` column's
-    clusters (each case its own if the column is absent); with fewer than 2 clusters holding
-    hallucinated cases or 2 holding correct ones, the AUROC and its comparison are NaN.
-    Columns: model, feature, kind ("spectral" / "whisper"), direction, n_pos, n_neg,
-    n_clusters_pos, n_clusters_neg, auroc, ci_low, ci_high, diff_vs_reference, diff_low,
-    diff_high, delong_p.
-    """
-    feature_cols = [c for c in features.columns if "/" in c or c in WHISPER_SIGNALS]
-    rows = []
-    for model, sub in features.groupby("model"):
-        y = sub["label"].astype(bool).to_numpy()
-        has_clusters = "cluster" in sub.columns
-        groups = sub["cluster"].to_numpy(object) if has_clusters else np.arange(len(sub))
-        ref = feature_direction(reference, directions) * sub[reference].to_numpy(float)
-        for feature in feature_cols:
-            sign = feature_direction(feature, directions)
-            x = sign * sub[feature].to_numpy(float)
-            ok = np.isfinite(x)
-            row: dict[str, object] = {
-                "model": model,
-                "feature": feature,
-                "kind": "spectral" if "/" in feature else "whisper",
-                "direction": sign,
-            }
-            row |= _auroc_row(x[ok], y[ok], groups[ok], n_boot, ci, seed)
-            both = ok & np.isfinite(ref)
-            if feature != reference and np.isfinite(row["auroc"]):
-                row |= _reference_row(x[both], ref[both], y[both], groups[both], n_boot, ci, seed)
-            else:
-                row |= dict.fromkeys(REFERENCE_COLUMNS, _NAN)
-            rows.append(row)
-    return pd.DataFrame(rows)
