@@ -16,6 +16,8 @@ row subsets: it compares averages with a stated 3 % tolerance (see `check_length
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,6 +122,18 @@ def _check_metric(exercise: str, student: Callable, reference: Callable) -> Chec
 def _print(report: CheckReport) -> CheckReport:
     print(report)
     return report
+
+
+def autograde(checker: Callable[[Callable], CheckReport], student_fn: Callable) -> None:
+    """Run `checker` silently; raise AssertionError listing every case unless all pass.
+
+    This is the test an autograder runs (`wspec.student`): a grader records the exception's
+    message, so the student sees which case failed and why, while a passing run prints nothing.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = checker(student_fn)
+    if not report.passed:
+        raise AssertionError(str(report))
 
 
 def check_effective_rank(student_fn: Callable[[np.ndarray], float]) -> CheckReport:
