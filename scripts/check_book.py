@@ -14,10 +14,14 @@ Checks, each failure listed in the report (exit status 1 if any):
 * no MyST role (``{glue:...}``, ``{doc}``, ...) reached the text unrendered;
 * _build/latex/wspec.pdf exists, is a PDF and is not trivially small (glyphs its fonts lack,
   e.g. Korean in a random model's transcript, are reported as a warning);
+* every page offers its source (.md or .ipynb) in the download menu, every executed
+  notebook page also its executed .ipynb, and the landing page links the PDF; each such link
+  resolves to a file in the HTML output;
 * each page opened in headless Chromium (the Debian package) finishes loading with every image
-  decoded (naturalWidth > 0) and, on pages with math, MathJax output (``mjx-container``) and no
-  MathJax error. The check script is injected into a temporary copy of the page next to it, so
-  relative links resolve exactly as in the real page.
+  decoded (naturalWidth > 0), every download link opened (a non-empty file read through the
+  link) and, on pages with math, MathJax output (``mjx-container``) and no MathJax error.
+  The check script is injected into a temporary copy of the page next to it, so relative
+  links resolve exactly as in the real page.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ RAW_ROLE = re.compile(r"\{(glue(:\w+)?|doc|ref|numref|eq|cite(:\w+)?)\}`|`")
 ERROR_LINE = re.compile(r"^\s*(Traceback \(most recent call last\)|\w*(Error|Exception): )", re.M)
 # A library warning in a cell output is noise for a reader (and a sign of a deprecated call).
 WARNING_TEXT = re.compile(r"\b\w*Warning: ")
-PROBE = """
+PROBE = r"""
 <script>
 (function () {
   function report(extra) {
@@ -56,10 +60,23 @@ PROBE = """
     pre.textContent = JSON.stringify(out);
     document.body.appendChild(pre);
   }
+  function open(href) {
+    return new Promise(function (resolve) {
+      const xhr = new XMLHttpRequest();
+      xhr.open("GET", href);
+      xhr.responseType = "arraybuffer";
+      xhr.onload = () => resolve({href: href, bytes: xhr.response ? xhr.response.byteLength : 0});
+      xhr.onerror = () => resolve({href: href, bytes: -1});
+      xhr.send();
+    });
+  }
   window.addEventListener("load", function () {
+    const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.getAttribute("href"))
+      .filter(h => /(^|\/)_sources\/|\.pdf$/.test(h));
     const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
-    if (mj) { mj.then(() => report({mathjax: true}), e => report({mathjax: String(e)})); }
-    else { report({mathjax: false}); }
+    const math = mj ? mj.then(() => true, e => String(e)) : Promise.resolve(false);
+    Promise.all([math, Promise.all(links.map(open))]).then(
+      ([m, opened]) => report({mathjax: m, downloads: opened}));
   });
 })();
 </script>
@@ -75,6 +92,7 @@ class _Page(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[str] = []
+        self.links: list[str] = []
         self.output_text: list[str] = []
         self.prose_text: list[str] = []
         self._depth = 0  # >0 while inside a cell output
@@ -85,6 +103,8 @@ class _Page(html.parser.HTMLParser):
         a = dict(attrs)
         if tag == "img" and a.get("src"):
             self.images.append(a["src"] or "")
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"] or "")
         if tag in ("br", "img", "meta", "link", "input", "hr"):
             return
         self._code += tag in _CODE_TAGS
@@ -149,6 +169,35 @@ def check_static(html_dir: Path, docnames: list[str]) -> tuple[list[str], list[P
             context = "".join(parser.prose_text)[max(0, at - 40) : at + 40].replace("\n", " ")
             problems.append(f"{doc}: unrendered MyST markup in the text: ...{context}...")
     return problems, found
+
+
+def check_downloads(
+    root: Path, html_dir: Path, pages: list[Path], landing: str, pdf: bool
+) -> list[str]:
+    """The download menu of every page (its source; the executed .ipynb of a notebook page)
+    and the landing page's PDF link: present, and each pointing at a file that exists."""
+    problems = []
+    executed = root / "_build" / "jupyter_execute"
+    for page in pages:
+        doc = page.relative_to(html_dir).with_suffix("").as_posix()
+        parser = _Page()
+        parser.feed(page.read_text(encoding="utf-8"))
+        links = [h for h in parser.links if "_sources/" in h or h.endswith(".pdf")]
+        for href in links:
+            if not (page.parent / href.split("#")[0]).resolve().is_file():
+                problems.append(f"{doc}: download link {href} resolves to no file")
+        sources = [Path(h).name for h in links if "_sources/" in h]
+        notebook = (executed / doc).with_suffix(".ipynb").is_file() or (root / doc).with_suffix(
+            ".ipynb"
+        ).is_file()
+        wanted = [".md"] * (not (root / doc).with_suffix(".ipynb").is_file())
+        wanted += [".ipynb"] * notebook
+        for suffix in wanted:
+            if f"{Path(doc).name}{suffix}" not in sources:
+                problems.append(f"{doc}: the download menu offers no {suffix}")
+        if doc == landing and pdf and not any(h.endswith("wspec.pdf") for h in links):
+            problems.append(f"{doc}: the landing page does not link the PDF")
+    return problems
 
 
 def check_pdf(root: Path) -> list[str]:
@@ -237,8 +286,12 @@ def check_browser(browser: str, html_dir: Path, pages: list[Path]) -> list[str]:
             problems.append(f"{doc}: math on the page but MathJax rendered none")
         if result["mjxErrors"]:
             problems.append(f"{doc}: {result['mjxErrors']} MathJax errors")
+        unread = [d["href"] for d in result["downloads"] if d["bytes"] <= 0]
+        if unread:
+            problems.append(f"{doc}: download links the browser could not open: {unread}")
         print(
-            f"  rendered {doc}: {len(result['imgs'])} images, {result['mjx']} formulas",
+            f"  rendered {doc}: {len(result['imgs'])} images, {result['mjx']} formulas, "
+            f"{len(result['downloads'])} downloads opened",
             flush=True,
         )
     return problems
@@ -255,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     docnames = expected_pages(root)
     problems, pages = check_static(html_dir, docnames)
     print(f"[check_book] {len(pages)}/{len(docnames)} pages built", flush=True)
+    problems += check_downloads(root, html_dir, pages, docnames[0], pdf=not args.no_pdf)
     if not args.no_pdf:
         problems += check_pdf(root)
     if not args.no_browser:
@@ -268,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"  - {p}")
         return 1
-    print("[check_book] OK: every page, image and the PDF are there; pages render with math")
+    print(
+        "[check_book] OK: every page, image, download and the PDF are there; pages render with math"
+    )
     return 0
 
 

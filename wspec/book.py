@@ -484,7 +484,10 @@ def build(
         times["html"] = run_build(root, "html")
     if pdf:
         times["pdf"] = run_build(root, "pdflatex")
-        if not (root / "_build" / "latex" / PDF_NAME).is_file():
+        pdf_path = root / "_build" / "latex" / PDF_NAME
+        if not pdf_path.is_file():
             raise WspecError(f"the LaTeX build produced no _build/latex/{PDF_NAME}.")
+        if html:  # the landing page links it (book/intro.md)
+            shutil.copy2(pdf_path, root / "_build" / "html" / PDF_NAME)
     times["total"] = time.perf_counter() - start
     return times
