@@ -19,7 +19,9 @@ Checks, each failure listed in the report (exit status 1 if any):
   resolves to a file in the HTML output;
 * each page opened in headless Chromium (the Debian package) finishes loading with every image
   decoded (naturalWidth > 0), every download link opened (a non-empty file read through the
-  link) and, on pages with math, MathJax output (``mjx-container``) and no MathJax error.
+  link) and, on pages with math, MathJax output (``mjx-container``) and no MathJax error;
+  a table that scrolls sideways in a 1280 px wide window is reported (a failure with
+  ``--fail-on-scroll``).
   The check script is injected into a temporary copy of the page next to it, so relative
   links resolve exactly as in the real page.
 """
@@ -39,6 +41,8 @@ from pathlib import Path
 
 MIN_PDF_BYTES = 50_000
 BROWSER_TIMEOUT_S = 60
+#: Browser window width (CSS px) at which no table may scroll sideways: a common laptop width.
+WINDOW_WIDTH = 1280
 # A MyST role that reached the page as text: a glue key or reference the build did not resolve.
 # A backtick in rendered prose is markup that failed to parse (e.g. a role inside a code span).
 RAW_ROLE = re.compile(r"\{(glue(:\w+)?|doc|ref|numref|eq|cite(:\w+)?)\}`|`")
@@ -51,7 +55,19 @@ PROBE = r"""
   function report(extra) {
     const imgs = Array.from(document.images).map(i => ({src: i.getAttribute("src"),
       ok: i.complete && i.naturalWidth > 0}));
-    const out = Object.assign({imgs: imgs,
+    const scrolling = [];
+    document.querySelectorAll("table").forEach(function (t) {
+      for (let el = t; el && el !== document.body; el = el.parentElement) {
+        const ox = getComputedStyle(el).overflowX;
+        if ((ox === "auto" || ox === "scroll") && el.scrollWidth > el.clientWidth + 1) {
+          const head = Array.from(t.querySelectorAll("th")).slice(0, 3)
+            .map(h => h.textContent.trim()).join(" | ").slice(0, 60);
+          scrolling.push({table: head, px: el.scrollWidth - el.clientWidth});
+          break;
+        }
+      }
+    });
+    const out = Object.assign({imgs: imgs, scrolling: scrolling,
       mjx: document.querySelectorAll("mjx-container").length,
       mjxErrors: document.querySelectorAll("mjx-merror, [data-mjx-error]").length,
       mathSources: document.querySelectorAll(".math").length}, extra);
@@ -253,6 +269,7 @@ def render(browser: str, page: Path) -> dict | str:
                 "--allow-file-access-from-files",
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=20000",
+                f"--window-size={WINDOW_WIDTH},900",
                 "--dump-dom",
                 probe.resolve().as_uri(),
             ],
@@ -271,7 +288,11 @@ def render(browser: str, page: Path) -> dict | str:
     return json.loads(html.unescape(hit.group(1)))
 
 
-def check_browser(browser: str, html_dir: Path, pages: list[Path]) -> list[str]:
+def check_browser(
+    browser: str, html_dir: Path, pages: list[Path], fail_on_scroll: bool = False
+) -> list[str]:
+    """Render every page; a table that scrolls sideways at WINDOW_WIDTH is a problem with
+    `fail_on_scroll`, else a printed warning (several chapters' tables still do)."""
     problems = []
     for page in pages:
         doc = page.relative_to(html_dir).with_suffix("").as_posix()
@@ -286,6 +307,12 @@ def check_browser(browser: str, html_dir: Path, pages: list[Path]) -> list[str]:
             problems.append(f"{doc}: math on the page but MathJax rendered none")
         if result["mjxErrors"]:
             problems.append(f"{doc}: {result['mjxErrors']} MathJax errors")
+        for t in result["scrolling"]:
+            line = f"{doc}: table [{t['table']}] scrolls {t['px']} px sideways at {WINDOW_WIDTH} px"
+            if fail_on_scroll:
+                problems.append(line)
+            else:
+                print(f"[check_book] warning: {line}")
         unread = [d["href"] for d in result["downloads"] if d["bytes"] <= 0]
         if unread:
             problems.append(f"{doc}: download links the browser could not open: {unread}")
@@ -302,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="book root (holds _config.yml)")
     parser.add_argument("--no-browser", action="store_true", help="skip headless Chromium")
     parser.add_argument("--no-pdf", action="store_true", help="skip the PDF check")
+    parser.add_argument(
+        "--fail-on-scroll",
+        action="store_true",
+        help=f"fail (not just warn) if a table scrolls sideways at {WINDOW_WIDTH} px",
+    )
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     html_dir = root / "_build" / "html"
@@ -316,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         if browser is None:
             problems.append("no chromium on PATH: apt-get install chromium (or pass --no-browser)")
         else:
-            problems += check_browser(browser, html_dir, pages)
+            problems += check_browser(browser, html_dir, pages, args.fail_on_scroll)
     if problems:
         print(f"[check_book] FAILED, {len(problems)} problem(s):")
         for p in problems:
