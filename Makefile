@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | system-deps
 	  { echo "wspec needs Python >= 3.10 (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[book,test]"
+	$(PY) -m pip install -q -e ".[book,test,assignments]"
 	rm -f $(VENV)/.wspec-installed-*
 	touch $@
 

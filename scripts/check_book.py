@@ -14,10 +14,16 @@ Checks, each failure listed in the report (exit status 1 if any):
 * no MyST role (``{glue:...}``, ``{doc}``, ...) reached the text unrendered;
 * _build/latex/wspec.pdf exists, is a PDF and is not trivially small (glyphs its fonts lack,
   e.g. Korean in a random model's transcript, are reported as a warning);
+* every page offers its source (.md or .ipynb) in the download menu, every executed
+  notebook page also its executed .ipynb, and the landing page links the PDF; each such link
+  resolves to a file in the HTML output;
 * each page opened in headless Chromium (the Debian package) finishes loading with every image
-  decoded (naturalWidth > 0) and, on pages with math, MathJax output (``mjx-container``) and no
-  MathJax error. The check script is injected into a temporary copy of the page next to it, so
-  relative links resolve exactly as in the real page.
+  decoded (naturalWidth > 0), every download link opened (a non-empty file read through the
+  link) and, on pages with math, MathJax output (``mjx-container``) and no MathJax error;
+  a table that scrolls sideways in a 1280 px wide window is reported (a failure with
+  ``--fail-on-scroll``).
+  The check script is injected into a temporary copy of the page next to it, so relative
+  links resolve exactly as in the real page.
 """
 
 from __future__ import annotations
@@ -35,19 +41,33 @@ from pathlib import Path
 
 MIN_PDF_BYTES = 50_000
 BROWSER_TIMEOUT_S = 60
+#: Browser window width (CSS px) at which no table may scroll sideways: a common laptop width.
+WINDOW_WIDTH = 1280
 # A MyST role that reached the page as text: a glue key or reference the build did not resolve.
 # A backtick in rendered prose is markup that failed to parse (e.g. a role inside a code span).
 RAW_ROLE = re.compile(r"\{(glue(:\w+)?|doc|ref|numref|eq|cite(:\w+)?)\}`|`")
 ERROR_LINE = re.compile(r"^\s*(Traceback \(most recent call last\)|\w*(Error|Exception): )", re.M)
 # A library warning in a cell output is noise for a reader (and a sign of a deprecated call).
 WARNING_TEXT = re.compile(r"\b\w*Warning: ")
-PROBE = """
+PROBE = r"""
 <script>
 (function () {
   function report(extra) {
     const imgs = Array.from(document.images).map(i => ({src: i.getAttribute("src"),
       ok: i.complete && i.naturalWidth > 0}));
-    const out = Object.assign({imgs: imgs,
+    const scrolling = [];
+    document.querySelectorAll("table").forEach(function (t) {
+      for (let el = t; el && el !== document.body; el = el.parentElement) {
+        const ox = getComputedStyle(el).overflowX;
+        if ((ox === "auto" || ox === "scroll") && el.scrollWidth > el.clientWidth + 1) {
+          const head = Array.from(t.querySelectorAll("th")).slice(0, 3)
+            .map(h => h.textContent.trim()).join(" | ").slice(0, 60);
+          scrolling.push({table: head, px: el.scrollWidth - el.clientWidth});
+          break;
+        }
+      }
+    });
+    const out = Object.assign({imgs: imgs, scrolling: scrolling,
       mjx: document.querySelectorAll("mjx-container").length,
       mjxErrors: document.querySelectorAll("mjx-merror, [data-mjx-error]").length,
       mathSources: document.querySelectorAll(".math").length}, extra);
@@ -56,10 +76,23 @@ PROBE = """
     pre.textContent = JSON.stringify(out);
     document.body.appendChild(pre);
   }
+  function open(href) {
+    return new Promise(function (resolve) {
+      const xhr = new XMLHttpRequest();
+      xhr.open("GET", href);
+      xhr.responseType = "arraybuffer";
+      xhr.onload = () => resolve({href: href, bytes: xhr.response ? xhr.response.byteLength : 0});
+      xhr.onerror = () => resolve({href: href, bytes: -1});
+      xhr.send();
+    });
+  }
   window.addEventListener("load", function () {
+    const links = Array.from(document.querySelectorAll("a[href]")).map(a => a.getAttribute("href"))
+      .filter(h => /(^|\/)_sources\/|\.pdf$/.test(h));
     const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
-    if (mj) { mj.then(() => report({mathjax: true}), e => report({mathjax: String(e)})); }
-    else { report({mathjax: false}); }
+    const math = mj ? mj.then(() => true, e => String(e)) : Promise.resolve(false);
+    Promise.all([math, Promise.all(links.map(open))]).then(
+      ([m, opened]) => report({mathjax: m, downloads: opened}));
   });
 })();
 </script>
@@ -75,6 +108,7 @@ class _Page(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[str] = []
+        self.links: list[str] = []
         self.output_text: list[str] = []
         self.prose_text: list[str] = []
         self._depth = 0  # >0 while inside a cell output
@@ -85,6 +119,8 @@ class _Page(html.parser.HTMLParser):
         a = dict(attrs)
         if tag == "img" and a.get("src"):
             self.images.append(a["src"] or "")
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"] or "")
         if tag in ("br", "img", "meta", "link", "input", "hr"):
             return
         self._code += tag in _CODE_TAGS
@@ -151,6 +187,35 @@ def check_static(html_dir: Path, docnames: list[str]) -> tuple[list[str], list[P
     return problems, found
 
 
+def check_downloads(
+    root: Path, html_dir: Path, pages: list[Path], landing: str, pdf: bool
+) -> list[str]:
+    """The download menu of every page (its source; the executed .ipynb of a notebook page)
+    and the landing page's PDF link: present, and each pointing at a file that exists."""
+    problems = []
+    executed = root / "_build" / "jupyter_execute"
+    for page in pages:
+        doc = page.relative_to(html_dir).with_suffix("").as_posix()
+        parser = _Page()
+        parser.feed(page.read_text(encoding="utf-8"))
+        links = [h for h in parser.links if "_sources/" in h or h.endswith(".pdf")]
+        for href in links:
+            if not (page.parent / href.split("#")[0]).resolve().is_file():
+                problems.append(f"{doc}: download link {href} resolves to no file")
+        sources = [Path(h).name for h in links if "_sources/" in h]
+        notebook = (executed / doc).with_suffix(".ipynb").is_file() or (root / doc).with_suffix(
+            ".ipynb"
+        ).is_file()
+        wanted = [".md"] * (not (root / doc).with_suffix(".ipynb").is_file())
+        wanted += [".ipynb"] * notebook
+        for suffix in wanted:
+            if f"{Path(doc).name}{suffix}" not in sources:
+                problems.append(f"{doc}: the download menu offers no {suffix}")
+        if doc == landing and pdf and not any(h.endswith("wspec.pdf") for h in links):
+            problems.append(f"{doc}: the landing page does not link the PDF")
+    return problems
+
+
 def check_pdf(root: Path) -> list[str]:
     """PDF present and real; missing glyphs are printed as a warning, not a failure: a
     transcript of an untrained or multilingual model may contain any script, and no font
@@ -204,6 +269,7 @@ def render(browser: str, page: Path) -> dict | str:
                 "--allow-file-access-from-files",
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=20000",
+                f"--window-size={WINDOW_WIDTH},900",
                 "--dump-dom",
                 probe.resolve().as_uri(),
             ],
@@ -222,7 +288,11 @@ def render(browser: str, page: Path) -> dict | str:
     return json.loads(html.unescape(hit.group(1)))
 
 
-def check_browser(browser: str, html_dir: Path, pages: list[Path]) -> list[str]:
+def check_browser(
+    browser: str, html_dir: Path, pages: list[Path], fail_on_scroll: bool = False
+) -> list[str]:
+    """Render every page; a table that scrolls sideways at WINDOW_WIDTH is a problem with
+    `fail_on_scroll`, else a printed warning (several chapters' tables still do)."""
     problems = []
     for page in pages:
         doc = page.relative_to(html_dir).with_suffix("").as_posix()
@@ -237,8 +307,18 @@ def check_browser(browser: str, html_dir: Path, pages: list[Path]) -> list[str]:
             problems.append(f"{doc}: math on the page but MathJax rendered none")
         if result["mjxErrors"]:
             problems.append(f"{doc}: {result['mjxErrors']} MathJax errors")
+        for t in result["scrolling"]:
+            line = f"{doc}: table [{t['table']}] scrolls {t['px']} px sideways at {WINDOW_WIDTH} px"
+            if fail_on_scroll:
+                problems.append(line)
+            else:
+                print(f"[check_book] warning: {line}")
+        unread = [d["href"] for d in result["downloads"] if d["bytes"] <= 0]
+        if unread:
+            problems.append(f"{doc}: download links the browser could not open: {unread}")
         print(
-            f"  rendered {doc}: {len(result['imgs'])} images, {result['mjx']} formulas",
+            f"  rendered {doc}: {len(result['imgs'])} images, {result['mjx']} formulas, "
+            f"{len(result['downloads'])} downloads opened",
             flush=True,
         )
     return problems
@@ -249,12 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="book root (holds _config.yml)")
     parser.add_argument("--no-browser", action="store_true", help="skip headless Chromium")
     parser.add_argument("--no-pdf", action="store_true", help="skip the PDF check")
+    parser.add_argument(
+        "--fail-on-scroll",
+        action="store_true",
+        help=f"fail (not just warn) if a table scrolls sideways at {WINDOW_WIDTH} px",
+    )
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     html_dir = root / "_build" / "html"
     docnames = expected_pages(root)
     problems, pages = check_static(html_dir, docnames)
     print(f"[check_book] {len(pages)}/{len(docnames)} pages built", flush=True)
+    problems += check_downloads(root, html_dir, pages, docnames[0], pdf=not args.no_pdf)
     if not args.no_pdf:
         problems += check_pdf(root)
     if not args.no_browser:
@@ -262,13 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         if browser is None:
             problems.append("no chromium on PATH: apt-get install chromium (or pass --no-browser)")
         else:
-            problems += check_browser(browser, html_dir, pages)
+            problems += check_browser(browser, html_dir, pages, args.fail_on_scroll)
     if problems:
         print(f"[check_book] FAILED, {len(problems)} problem(s):")
         for p in problems:
             print(f"  - {p}")
         return 1
-    print("[check_book] OK: every page, image and the PDF are there; pages render with math")
+    print(
+        "[check_book] OK: every page, image, download and the PDF are there; pages render with math"
+    )
     return 0
 
 

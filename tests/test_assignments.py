@@ -130,3 +130,73 @@ def test_length_control_checker_accepts_matched_rows_and_rejects_raw_rank(capsys
     )
     assert first_rows.passed  # the first t0 rows are also a valid (budget-style) control
     assert "sequence-length control: FAIL" in capsys.readouterr().out
+
+
+def kirchhoff_index(adjacency):
+    """Independent answer: N · trace of the Laplacian's pseudo-inverse (no eigen-solver)."""
+    a = np.asarray(adjacency, dtype=np.float64)
+    lap = np.diag(a.sum(axis=1)) - a
+    if np.linalg.matrix_rank(lap) != len(a) - 1:
+        return float("nan")
+    return float(len(a) * np.trace(np.linalg.pinv(lap)))
+
+
+def _laplacian_sum(adjacency, n_factor=True, drop_zero=True):
+    a = np.asarray(adjacency, dtype=np.float64)
+    mu = np.linalg.eigvalsh(np.diag(a.sum(axis=1)) - a)
+    mu = mu[mu > 1e-9 * mu.max()] if drop_zero else mu
+    return float((len(a) if n_factor else 1) * np.sum(1 / mu))
+
+
+def test_kirchhoff_checker_accepts_pseudo_inverse_and_rejects_slips(capsys) -> None:
+    assert assignments.check_kirchhoff_index(kirchhoff_index).passed
+    no_n = assignments.check_kirchhoff_index(lambda a: _laplacian_sum(a, n_factor=False))
+    assert not no_n.passed  # forgot the factor N
+    # the eigenvalue rule without a connectivity test: right on connected graphs only
+    no_nan = assignments.check_kirchhoff_index(_laplacian_sum)
+    assert [c.ok for c in no_nan.cases] == [True] * (len(no_nan.cases) - 1) + [False]
+    out = capsys.readouterr().out
+    assert "[XX] two separate edges: disconnected, NaN" in out
+
+
+def test_kirchhoff_checker_closed_forms_match_wspec_reference() -> None:
+    """The checker's closed forms are what wspec.spectra.kirchhoff_index gives (rtol 1e-9:
+    an 12-node eigen-solve in float64 is exact to ~1e-13)."""
+    from wspec.spectra import kirchhoff_index as reference
+
+    for name, (adjacency, value) in assignments._graphs().items():
+        mu = np.linalg.eigvalsh(np.diag(adjacency.sum(axis=1)) - adjacency)
+        np.testing.assert_allclose(reference(mu), value, rtol=1e-9, err_msg=name)
+
+
+def cluster_bootstrap_ci(a, b, clusters_a, clusters_b, n_boot, seed):
+    """Independent answer: multinomial cluster counts per replicate (not index draws), with
+    other random numbers than the chapter's or wspec's."""
+    rng = np.random.default_rng(seed + 12345)
+    means = []
+    for x, labels in ((a, clusters_a), (b, clusters_b)):
+        x, labels = np.asarray(x, dtype=np.float64), np.asarray(labels)
+        ids = np.unique(labels)
+        member = labels[None, :] == ids[:, None]  # cluster × value
+        counts = rng.multinomial(ids.size, np.full(ids.size, 1 / ids.size), size=n_boot)
+        means.append((counts @ (member @ x)) / (counts @ member.sum(axis=1)))
+    return tuple(np.quantile(means[1] - means[0], [0.025, 0.975]))
+
+
+def test_cluster_bootstrap_checker_accepts_cluster_draws_rejects_single_values(capsys) -> None:
+    assert assignments.check_cluster_bootstrap(cluster_bootstrap_ci).passed
+    single = assignments.check_cluster_bootstrap(
+        lambda a, b, ca, cb, n, s: cluster_bootstrap_ci(
+            a, b, np.arange(a.size), np.arange(b.size), n, s
+        )
+    )
+    assert not any(c.ok for c in single.cases)  # too narrow everywhere, coverage far below 0.95
+    flipped = assignments.check_cluster_bootstrap(
+        lambda a, b, ca, cb, n, s: tuple(-v for v in cluster_bootstrap_ci(b, a, cb, ca, n, s))[::-1]
+    )
+    assert flipped.passed  # mean(a) − mean(b), negated: the same interval
+    wrong_sign = assignments.check_cluster_bootstrap(
+        lambda a, b, ca, cb, n, s: cluster_bootstrap_ci(b, a, cb, ca, n, s)
+    )
+    assert not wrong_sign.cases[-1].ok  # covers −0.5, not the true difference
+    assert "coverage of the true difference" in capsys.readouterr().out

@@ -8,6 +8,7 @@ The full book build is not a unit test (CI runs it through the Makefile).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -280,6 +281,35 @@ def test_cross_page_verdicts_arrive_bare_and_check_book_flags_markup_and_warning
     assert len(problems) == 2
     assert problems[0].startswith("book/broken: unrendered MyST markup")
     assert problems[1] == "book/noisy: a cell output contains 'FutureWarning:'"
+
+
+@pytest.mark.slow
+def test_pages_offer_md_and_executed_ipynb_and_the_landing_page_the_pdf(tmp_path: Path) -> None:
+    """wspec.downloads puts the executed notebook in each page's download menu, wspec.provenance
+    the build identity on the landing page; check_book finds every link and flags a dead one."""
+    intro = (
+        GOOD_PAGE
+        + "\nBuilt from {{ build_identity }}.\n\n```{only} html\n"
+        + '<a href="../wspec.pdf">PDF</a>\n```\n\n```{code-cell} ipython3\nprint(6 * 7)\n```\n'
+    )
+    root = _mini_book(tmp_path, {"intro": intro, "plain": "# Plain\n\nNo code here.\n"})
+    done = _build(root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    html_dir = root / "_build" / "html"
+    page = (html_dir / "book" / "intro.html").read_text()
+    assert re.search(r"Built from commit no git commit, built \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    executed = nbformat.read(html_dir / "_sources" / "book" / "intro.ipynb", as_version=4)
+    assert any("42" in str(c.get("outputs")) for c in executed.cells)
+    check_book = _check_book_module()
+    pages = [html_dir / "book" / "intro.html", html_dir / "book" / "plain.html"]
+    problems = check_book.check_downloads(root, html_dir, pages, "book/intro", pdf=True)
+    assert problems == ["book/intro: download link ../wspec.pdf resolves to no file"]
+    (html_dir / "wspec.pdf").write_bytes(b"%PDF-1.5")
+    assert check_book.check_downloads(root, html_dir, pages, "book/intro", pdf=True) == []
+    (html_dir / "_sources" / "book" / "intro.ipynb").unlink()
+    assert check_book.check_downloads(root, html_dir, pages, "book/intro", pdf=True) == [
+        "book/intro: download link ../_sources/book/intro.ipynb resolves to no file"
+    ]
 
 
 @pytest.mark.slow

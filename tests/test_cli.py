@@ -15,7 +15,17 @@ import soundfile
 from wspec.audio import write_audio
 from wspec.cli import build_parser, main
 
-COMMANDS = ("book", "detect", "jacobian", "models", "run", "stimuli", "table", "transcribe")
+COMMANDS = (
+    "assignments",
+    "book",
+    "detect",
+    "jacobian",
+    "models",
+    "run",
+    "stimuli",
+    "table",
+    "transcribe",
+)
 
 
 def _help(argv: list[str], capsys) -> str:
@@ -32,6 +42,8 @@ def test_every_command_and_verb_has_help(capsys):
         assert f"usage: wspec {command}" in _help([command], capsys)
     for verb in ("build", "list", "attack"):
         assert f"usage: wspec stimuli {verb}" in _help(["stimuli", verb], capsys)
+    for verb in ("export", "grade"):
+        assert f"usage: wspec assignments {verb}" in _help(["assignments", verb], capsys)
 
 
 def test_python_dash_m_runs_the_same_cli():

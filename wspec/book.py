@@ -283,6 +283,17 @@ def _outputs(out_dir: Path) -> dict:
     return {k: str((out_dir / v).resolve()) if isinstance(v, str) else v for k, v in listed.items()}
 
 
+def _stimulus_hash(set_name: str) -> str | None:
+    """`manifest_hash` of the set a run measured; None for a chapter that built no set (the
+    book's chapter always builds or reads one, a test chapter may not)."""
+    from wspec.stimuli import load_manifest, manifest_hash
+
+    try:
+        return manifest_hash(load_manifest(set_name))
+    except WspecError:
+        return None
+
+
 def _run_one(
     model: str, slug: str, reduced: bool, chapter: Path, code: str, root: Path, cache: Path | None
 ) -> dict:
@@ -301,6 +312,7 @@ def _run_one(
         "page": page.relative_to(root).as_posix(),
         "parameters": result.parameters,
         "cache_key": result.key,
+        "stimulus_hash": _stimulus_hash(result.parameters["stimulus_set"]),
         "seconds": round(result.seconds, 1),
         "outputs": _outputs(result.out_dir),
     }
@@ -369,7 +381,8 @@ def load_runs(root: Path | None = None) -> dict:
     """The runs manifest (book/runs/runs.json) for the cross-model chapters.
 
     Keys: schema_version, reduced, stimulus_set, source_hash, runs (list of dicts with model,
-    slug, page, parameters, cache_key, seconds, outputs = {name: absolute path}).
+    slug, page, parameters, cache_key, stimulus_hash, seconds, outputs = {name: absolute
+    path}).
     """
     path = (root or find_root()) / RUNS_DIR / MANIFEST_NAME
     if not path.is_file():
@@ -517,7 +530,10 @@ def build(
     if pdf:
         stage("PDF")
         times["pdf"] = run_build(root, "pdflatex")
-        if not (root / "_build" / "latex" / PDF_NAME).is_file():
+        pdf_path = root / "_build" / "latex" / PDF_NAME
+        if not pdf_path.is_file():
             raise WspecError(f"the LaTeX build produced no _build/latex/{PDF_NAME}.")
+        if html:  # the landing page links it (book/intro.md)
+            shutil.copy2(pdf_path, root / "_build" / "html" / PDF_NAME)
     times["total"] = time.perf_counter() - start
     return times

@@ -92,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         models=models,
         **groups,
         n_boot=args.n_boot,
+        n_perm=args.n_perm,
         seed=args.seed,
         method=args.ci_method,
     )
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         f"\nprotocol={args.protocol}, K={args.K}, control={control}, stressed = {families}; "
         "layer mean per stimulus; "
         f"{args.ci_method} bootstrap 95% CI over stimuli (n_boot={args.n_boot}, "
-        f"seed={args.seed}); * = Holm-adjusted permutation p < 0.05."
+        f"seed={args.seed}); * = Holm-adjusted permutation p < 0.05 (n_perm={args.n_perm})."
     )
     return 0
 
@@ -137,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--K", type=int, default=10, help="number of dominant modes (default 10)")
     parser.add_argument("--family", nargs="+", help="stress families to pool (default: all)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
+    parser.add_argument("--n-perm", type=int, default=2000, help="permutations per test")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap/permutation seed")
     parser.add_argument("--ci-method", choices=["percentile", "bca"], default="percentile")
     parser.add_argument("--format", choices=["text", "markdown", "html"], default="text")
