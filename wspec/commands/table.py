@@ -131,9 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--control",
         default="auto",
-        help="sequence-length control: natural_T, natural_win, budget_T, matched_T, "
-        "null_ratio/null_diff or raw (default auto: natural_T for the paper protocol; for "
-        "broad budget_T when the results have it, else matched_T, as in the book)",
+        help="sequence-length control: natural_T, natural_win, null (each metric under its "
+        "Gaussian null), null_ratio/null_diff, matched_T, raw or budget_T (forced rows, a "
+        "sensitivity analysis); default auto: natural_T for the paper protocol, null for broad, "
+        "as in the book",
     )
     parser.add_argument("--K", type=int, default=10, help="number of dominant modes (default 10)")
     parser.add_argument("--family", nargs="+", help="stress families to pool (default: all)")
