@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,11 +36,11 @@ import pandas as pd
 import torch
 
 from wspec import decoding, melspec
-from wspec.audio import read_audio, write_audio
+from wspec.audio import SAMPLE_RATE, read_audio, write_audio
 from wspec.decoding import greedy_decode
 from wspec.labels import error_rates, normalize
 from wspec.melspec import log_mel_for
-from wspec.paths import atomic_write_text, cache_dir, source_digest
+from wspec.paths import atomic_write_text, cache_dir, safe_name, source_digest
 from wspec.progress import track
 from wspec.stimuli.manifest import (
     MANIFEST_NAME,
@@ -270,10 +269,6 @@ def attack_sources(manifest: pd.DataFrame, n_utts: int) -> pd.DataFrame:
     return manifest[manifest["family"] == "clean"].head(n_utts)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._]+", "_", name)
-
-
 def _num(x: float) -> str:
     return f"{x:g}".replace("-", "m").replace(".", "p")
 
@@ -332,7 +327,7 @@ def build_attack_stimuli(
     )
     code.update((settings + loaded.identity).encode())
     key = manifest_hash(sources)[:12] + "-" + code.hexdigest()[:8]
-    root = cache_dir("stimuli", "attacks", _safe(loaded.name), key)
+    root = cache_dir("stimuli", "attacks", safe_name(loaded.name), key)
     clips = [
         _clip(loaded, root, src, float(snr), fam, seed)
         for src in sources.itertuples(index=False)
@@ -351,7 +346,7 @@ def build_attack_stimuli(
 
 
 def _clip(loaded, root: Path, src, snr: float, family: str, seed: int) -> _Clip:
-    sid = f"{family}-{_safe(loaded.name)}-{src.id.removeprefix('clean-')}-{_num(snr)}db"
+    sid = f"{family}-{safe_name(loaded.name)}-{src.id.removeprefix('clean-')}-{_num(snr)}db"
     audio_dir = root / "audio"
     stim_seed = (seed + zlib.crc32(sid.encode())) % 2**31
     return _Clip(
@@ -411,7 +406,7 @@ def _write(loaded, c: _Clip, audio: np.ndarray, adv: np.ndarray, extra: dict, ta
         "family": c.family,
         "params": params_json(params),
         "seed": c.seed,
-        "duration_s": adv.size / 16_000,
+        "duration_s": adv.size / SAMPLE_RATE,
         "transcript": c.src.transcript,
         "source_id": c.src.id,
         "sha256": hashlib.sha256(data).hexdigest(),

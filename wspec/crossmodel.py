@@ -30,8 +30,9 @@ import pandas as pd
 
 from wspec.errors import WspecError
 from wspec.paper import model_scale_rank
-from wspec.paths import cache_dir
+from wspec.paths import cache_dir, safe_name
 from wspec.seqlen import null_control
+from wspec.specs import is_untrained, untrained_twin
 from wspec.stats import (
     CLEAN_FAMILIES,
     CONTROL_FAMILIES,
@@ -96,11 +97,6 @@ def run_outputs(manifest: dict, name: str) -> pd.DataFrame:
 def run_models(manifest: dict) -> list[str]:
     """Model specs of the runs, smallest Whisper size first."""
     return sorted((r["model"] for r in manifest["runs"]), key=lambda m: (model_scale_rank(m), m))
-
-
-def untrained_twin(model: str) -> str:
-    """Spec of the untrained model with the same architecture ("tiny.en" -> "random:tiny.en")."""
-    return model if model.startswith("random:") else f"random:{model}"
 
 
 def deltas_by_control(
@@ -183,10 +179,6 @@ def length_correlation(lengths: pd.DataFrame, method: str = "spearman") -> pd.Da
 
 
 # --------------------------------------------------------------------------- eigen-spectra
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 def balanced_subset(stimuli: pd.DataFrame, per_group: int | None, seed: int = 0) -> pd.DataFrame:
@@ -448,7 +440,7 @@ def decode_cap(model: str) -> int:
     never stop), the pipeline's cap for trained ones."""
     from wspec.pipeline import SpectralSettings
 
-    if model.startswith("random:"):
+    if is_untrained(model):
         return UNTRAINED_MAX_NEW_TOKENS
     return SpectralSettings().max_new_tokens
 
@@ -473,7 +465,7 @@ def untrained_results(
     spec = untrained_twin(model)
     settings = SpectralSettings(max_new_tokens=max_new_tokens)
     folder = Path(cache) if cache is not None else cache_dir("crossmodel", "untrained")
-    out = folder / f"{_safe(spec)}__{_safe(set_name)}.parquet"
+    out = folder / f"{safe_name(spec)}__{safe_name(set_name)}.parquet"
     return run_model(
         spec,
         set_name,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from wspec.audio import SAMPLE_RATE
 from wspec.models.loaded import LoadedWhisper
 
-SAMPLE_RATE = 16_000
 DEFAULT_MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the 448-token context
 
 

@@ -417,7 +417,8 @@ def measure_clip(
     The decode and capture run on one CPU thread too: their steps are as small as the
     Jacobian products, and on the shared machine they took 3x longer on two threads.
     """
-    from wspec.decoding import SAMPLE_RATE, greedy_decode, log_mel
+    from wspec.audio import SAMPLE_RATE
+    from wspec.decoding import greedy_decode, log_mel
 
     with _one_thread(loaded.device):
         features = log_mel(loaded, audio)

@@ -31,7 +31,7 @@ from wspec import decoding
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
 from wspec.errors import WspecError
-from wspec.paths import atomic_path, cache_dir, source_digest
+from wspec.paths import atomic_path, cache_dir, safe_name, source_digest
 from wspec.progress import track
 
 INSERT_RUN = 3
@@ -164,7 +164,7 @@ def _cache_path(loaded, manifest: pd.DataFrame) -> Path:
 
     digest = source_digest(Path(__file__), Path(decoding.__file__))
     digest.update(loaded.identity.encode())
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", loaded.name)
+    safe = safe_name(loaded.name)
     name = f"{manifest_hash(manifest)[:16]}-{digest.hexdigest()[:12]}.parquet"
     return cache_dir("labels", safe) / name
 

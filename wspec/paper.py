@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from wspec.specs import RANDOM_PREFIX, is_untrained
+
 SEED_FILE = "002_7ad34dcf0bdd99ae.txt"
 
 #: Results-table component keys in the paper's Table 1 row order, with the paper's labels.
@@ -119,7 +121,7 @@ def paper_table1() -> pd.DataFrame:
 
 def _bare_name(model: str) -> str:
     name = model.strip().lower()
-    for prefix in ("openai/whisper-", "whisper-", "random:"):
+    for prefix in ("openai/whisper-", "whisper-", RANDOM_PREFIX):
         if name.startswith(prefix):
             name = name[len(prefix) :]
     return name
@@ -131,7 +133,7 @@ def paper_model_for(model: str) -> str | None:
     tiny / tiny.en -> Tiny, small / small.en -> Small, large* (large-v3-turbo, large-v3, ...)
     -> Large. ``random:`` (untrained) models map to None: the paper has no untrained rows.
     """
-    if model.strip().lower().startswith("random:"):
+    if is_untrained(model):
         return None
     name = _bare_name(model)
     if name in ("tiny", "tiny.en"):

@@ -6,11 +6,19 @@ import contextlib
 import hashlib
 import inspect
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import platformdirs
+
+
+def safe_name(name: str) -> str:
+    """`name` with every run of characters outside [A-Za-z0-9._-] replaced by "_": the one
+    rule for putting a model spec or a stimulus id into a file name (a hub id's "/" or a
+    control's ":" must not make folders or drive letters)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def cache_dir(*parts: str) -> Path:

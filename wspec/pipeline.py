@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from wspec.capture import ActivationCapture, Captured, Site, encoder_frames
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
 from wspec.models import load
-from wspec.paths import atomic_path, cache_dir
+from wspec.paths import atomic_path, cache_dir, safe_name
 from wspec.progress import track
 from wspec.seqlen import (
     apply_null,
@@ -189,10 +188,6 @@ def stimulus_key(
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 # --- spectra of one captured decode ---------------------------------------------------
@@ -493,7 +488,7 @@ def _eigen_table(ident: dict, eigen: list) -> pd.DataFrame:
 # --- the run --------------------------------------------------------------------------------
 def default_output(model: str, set_name: str) -> Path:
     """Where `run_model` writes the assembled table unless told otherwise."""
-    return cache_dir("runs") / f"{_safe(model)}__{_safe(set_name)}.parquet"
+    return cache_dir("runs") / f"{safe_name(model)}__{safe_name(set_name)}.parquet"
 
 
 def run_model(
@@ -526,7 +521,7 @@ def run_model(
     loaded = loaded or load(spec, device=device)
     code = code_version()
     root = Path(cache) if cache is not None else cache_dir("runs")
-    folder = root / _safe(loaded.name)
+    folder = root / safe_name(loaded.name)
     tables: list[pd.DataFrame] = []
     decodes: list[dict] = []
     eigens: list[pd.DataFrame] = []
@@ -536,7 +531,7 @@ def run_model(
             stim = pd.Series(stim._asdict())
             sha = str(stim["sha256"])
             key = stimulus_key(loaded.identity, sha, settings, code, loaded.device.type)
-            path = folder / f"{_safe(str(stim['id']))}-{key}.parquet"
+            path = folder / f"{safe_name(str(stim['id']))}-{key}.parquet"
             if path.is_file():
                 df, decode, eigen = read_result(path)
             else:

@@ -29,8 +29,8 @@ from wspec.errors import WspecError
 from wspec.models import architectures, bundled
 from wspec.models.convert import convert_bundle, converted_dir, is_converted, special_ids
 from wspec.models.loaded import LoadedWhisper
+from wspec.specs import RANDOM_PREFIX, is_untrained, untrained_twin
 
-RANDOM_PREFIX = "random:"
 RANDOM_SEED = 0
 
 
@@ -67,11 +67,12 @@ def _hf_folder(spec: str) -> tuple[str | Path, str]:
 
 def unknown_spec_message(spec: str) -> str:
     names = ", ".join(sorted(bundled.BUNDLES))
-    archs = ", ".join(f"random:{a}" for a in sorted(architectures.ARCHS))
+    bases = sorted(set(bundled.BUNDLES) | set(architectures.ARCHS))
+    controls = ", ".join(untrained_twin(b) for b in bases)
     return (
         f"unknown model {spec!r}. Use a bundled name ({names}), a Hugging Face hub id such as "
         f"openai/whisper-large-v3-turbo, a local model folder, or an untrained control "
-        f"(random:tiny.en, random:base, {archs}). `wspec models` lists what is available."
+        f"({controls}). `wspec models` lists what is available."
     )
 
 
@@ -149,7 +150,7 @@ def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
     """Load any Whisper in eval mode, float32, eager attention (attention maps are needed)."""
     hf_logging.disable_progress_bar()  # bars would clutter the book and its PDF
     dev = _device(device)
-    if spec.startswith(RANDOM_PREFIX):
+    if is_untrained(spec):
         base = spec[len(RANDOM_PREFIX) :]
         config, folder = _random_config(base)
         config._attn_implementation = "eager"

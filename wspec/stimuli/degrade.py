@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from wspec.stimuli.nonspeech import SR, colored_noise
+from wspec.audio import SAMPLE_RATE
+from wspec.stimuli.nonspeech import colored_noise
 
 
 def snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
@@ -35,13 +36,13 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr: float) -> np.ndarray:
 
 def noisy(clean: np.ndarray, snr: float, color: str, seed: int) -> np.ndarray:
     """Clean speech in white/pink/brown Gaussian noise at `snr` dB."""
-    noise = colored_noise(clean.size / SR, seed, color, level_dbfs=-20.0)
+    noise = colored_noise(clean.size / SAMPLE_RATE, seed, color, level_dbfs=-20.0)
     return mix_at_snr(clean, noise, snr)
 
 
 def trailing_silence(clean: np.ndarray, total_s: float) -> np.ndarray:
     """Append digital silence so the clip lasts `total_s` seconds."""
-    pad = max(int(round(total_s * SR)) - clean.size, 0)
+    pad = max(int(round(total_s * SAMPLE_RATE)) - clean.size, 0)
     return np.concatenate([clean, np.zeros(pad, dtype=np.float32)]).astype(np.float32)
 
 
@@ -62,13 +63,13 @@ def repeat_syllable(syllable: np.ndarray, rate_hz: float, count: int) -> np.ndar
     """Tile one spoken syllable `count` times at `rate_hz` (truncated to the period, with
     5 ms raised-cosine fades), framed by 0.25 s of silence."""
     core = _active_core(np.asarray(syllable, dtype=np.float64))
-    period = int(round(SR / rate_hz))
+    period = int(round(SAMPLE_RATE / rate_hz))
     core = core[:period].copy()
-    ramp_n = min(int(0.005 * SR), core.size // 2)
+    ramp_n = min(int(0.005 * SAMPLE_RATE), core.size // 2)
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, ramp_n))
     core[:ramp_n] *= ramp
     core[-ramp_n:] *= ramp[::-1]
-    pad = int(0.25 * SR)
+    pad = int(0.25 * SAMPLE_RATE)
     out = np.zeros(2 * pad + period * count)
     for k in range(count):
         out[pad + k * period : pad + k * period + core.size] += core

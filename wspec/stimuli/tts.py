@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-from wspec.audio import to_16k_mono
+from wspec.audio import SAMPLE_RATE, to_16k_mono
 from wspec.errors import WspecError
 
 LEAD_SILENCE_S = 0.25  # a short pause before and after, as in a recorded utterance
@@ -105,7 +105,7 @@ def _utterance(audio: np.ndarray, peak: float, what: str) -> np.ndarray:
     top = np.abs(audio).max()
     if top == 0:
         raise WspecError(f"{what} produced silence.")
-    pad = np.zeros(int(LEAD_SILENCE_S * 16_000))
+    pad = np.zeros(int(LEAD_SILENCE_S * SAMPLE_RATE))
     return np.concatenate([pad, audio * (peak / top), pad]).astype(np.float32)
 
 
