@@ -44,19 +44,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from wspec.attacks import attack_summary, build_attack_stimuli
+    from wspec.attacks import attack_summary, book_settings, build_attack_stimuli
     from wspec.models import load
     from wspec.stimuli import load_manifest
 
+    # Unset options take the book's settings for this set, so the default command makes (and
+    # reuses from the cache) exactly the attacks the book measured.
+    chosen = {"snrs": args.snrs and tuple(args.snrs), "steps": args.steps, "n_utts": args.n_utts}
+    settings = book_settings(args.set) | {k: v for k, v in chosen.items() if v is not None}
     loaded = load(args.model, device=args.device)
     df = build_attack_stimuli(
-        loaded,
-        load_manifest(args.set),
-        snrs=tuple(args.snrs),
-        steps=args.steps,
-        n_utts=args.n_utts,
-        target=args.target,
-        seed=args.seed,
+        loaded, load_manifest(args.set), **settings, target=args.target, seed=args.seed
     )
     print(f"[wspec stimuli] attacks on {loaded.name}: success rate per family and SNR budget")
     print(attack_summary(df).round(3).to_string(index=False))
@@ -100,9 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--model", default="tiny.en", help="model spec (default tiny.en)")
     a.add_argument("--device", default=None, help="torch device (default: CUDA if present)")
     a.add_argument("--set", default="default", help="stimulus set holding the clean speech")
-    a.add_argument("--snrs", type=float, nargs="+", default=[35.0, 40.0, 45.0])
-    a.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
-    a.add_argument("--n-utts", type=int, default=2, help="clean utterances attacked")
+    a.add_argument("--snrs", type=float, nargs="+", help="SNR budgets in dB (default: the book's)")
+    a.add_argument("--steps", type=int, help="PGD steps (default: the book's for the set)")
+    a.add_argument("--n-utts", type=int, help="clean utterances attacked (default: the book's)")
     a.add_argument("--target", default=" Thank you for watching.", help="targeted phrase")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_attack)
