@@ -52,6 +52,16 @@ BOOK_ENV = {"TQDM_DISABLE": "1"}
 _MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "output/chtml.js", "a11y", "ui")
 
 
+#: Bootstrap and permutation draws per interval or test, full build and reduced (CI) build.
+#: One pair for every chapter, so a number shown on two pages is the same number.
+RESAMPLES = {"full": 2000, "reduced": 1000}
+
+
+def resample_count(reduced: bool) -> int:
+    """The book's number of bootstrap/permutation draws (`RESAMPLES`)."""
+    return RESAMPLES["reduced" if reduced else "full"]
+
+
 # --- names and hashes ------------------------------------------------------------------------
 def slugify(model: str) -> str:
     """File-safe page name for a model spec: "openai/whisper-large-v3-turbo" -> "openai-whisper-
