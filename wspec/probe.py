@@ -42,6 +42,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from wspec.capture import DECODER_COMPONENTS
 from wspec.detection import (
     _boot_weights,
     _case_units,
@@ -65,16 +66,8 @@ WHISPER_FEATURES: tuple[str, ...] = (
 )
 #: The pre-registered single feature (b), scored as is with its fixed direction.
 PREREGISTERED = "dec_cross_attn/alpha"
-#: Decoder components whose per-layer metrics feed the spectral probe (c).
-PROBE_COMPONENTS: tuple[str, ...] = (
-    "dec_self_attn",
-    "dec_self_attn_map",
-    "dec_cross_attn",
-    "dec_cross_attn_map",
-    "dec_ffn",
-    "dec_ffn_act",
-    "dec_residual",
-)
+#: Decoder components whose per-layer metrics feed the spectral probe (c): every one captured.
+PROBE_COMPONENTS: tuple[str, ...] = tuple(f"dec_{part}" for part in DECODER_COMPONENTS)
 #: Sequence-length control of the probe's features: the natural rows at their own length.
 #: natural_T (the first T₀ natural rows) is undefined for every decode shorter than T₀ and so
 #: for most clean sentences; the book shows it as a sensitivity analysis.
