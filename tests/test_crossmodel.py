@@ -269,6 +269,19 @@ def test_run_outputs_joins_runs_and_names_missing_ones(tmp_path) -> None:
         xm.run_outputs(manifest, "spectra")
 
 
+def test_run_scales_come_from_each_runs_recorded_architecture() -> None:
+    arch = {"d_model": 384, "family": "tiny", "scale": "intermediate"}
+    manifest = {
+        "runs": [
+            {"model": "my-large-copy", "outputs": {"architecture": arch}},
+            {"model": "big", "outputs": {"architecture": {**arch, "scale": "large"}}},
+        ]
+    }
+    assert xm.run_scales(manifest) == {"my-large-copy": "intermediate", "big": "large"}
+    with pytest.raises(WspecError, match="did not record its architecture"):
+        xm.run_scales({"runs": [{"model": "old", "outputs": {}}]})
+
+
 def test_prose_formatting() -> None:
     assert xm.format_interval(-3.214, -6.1, 0.4, unit="%") == "−3.21 % [−6.10, +0.40]"
     assert xm.format_interval(0.91, 0.73, 1.0, sign=False) == "0.91 [0.73, 1.00]"

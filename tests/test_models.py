@@ -6,14 +6,17 @@ import shutil
 import time
 
 import jiwer
+import pandas as pd
 import pytest
 import torch
 
+from wspec import paper, verdicts
 from wspec.cli import main as cli
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
-from wspec.models import available, bundled, convert, load
+from wspec.models import architectures, available, bundled, convert, load
 from wspec.models.ct2_format import TruncatedModelError, read_ct2
+from wspec.models.resolve import _random_config
 
 MAX_WER = 0.25  # Piper voice; measured 0.0–0.1 on this sentence for both models
 
@@ -158,3 +161,46 @@ def test_identity_follows_the_weights_not_the_name(tmp_path, tiny_en):
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     assert load(str(folder), device="cpu").identity != first
     assert tiny_en.identity != load("random:tiny.en", device="cpu").identity
+
+
+def test_scale_follows_the_weights_not_the_name(tmp_path, tiny_en):
+    """A local folder named like a large model but holding tiny.en is not in C2's scope."""
+    folder = tmp_path / "whisper-large-v3-turbo"
+    shutil.copytree(convert.converted_dir(bundled.BUNDLES["tiny.en"]), folder)
+    loaded = load(str(folder), device="cpu")
+    assert paper.model_scale("whisper-large-v3-turbo") == "large"  # what the name alone says
+    assert loaded.scale == tiny_en.scale == "intermediate"
+    name = "whisper-large-v3-turbo"
+    deltas = pd.DataFrame(
+        [
+            {"model": name, "layer": -1, "component": "dec_self_attn", "metric": "n_eff"}
+            | {"estimate": -2.0, "ci_low": -3.0, "ci_high": -1.0, "p_value": 0.01}
+        ]
+    )
+    assert verdicts.judge_c2(deltas).per_model[0].model == name  # guessed large by name
+    by_weights = verdicts.judge_c2(deltas, scales={name: loaded.scale})
+    assert by_weights.per_model == () and "not tested" in by_weights.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "decoder_layers", "n_mels"),
+    [
+        ("tiny", "intermediate", 4, 80),
+        ("medium", "intermediate", 24, 80),
+        ("large-v2", "large", 32, 80),
+        ("large-v3", "large", 32, 128),
+        ("large-v3-turbo", "large", 4, 128),
+    ],
+)
+def test_family_table_gives_each_release_its_scale(name, scale, decoder_layers, n_mels):
+    config, _ = _random_config(name)
+    assert (config.decoder_layers, config.num_mel_bins) == (decoder_layers, n_mels)
+    assert architectures.family_of(config) == name
+    assert architectures.scale_of(config) == scale
+
+
+def test_untrained_large_v3_turbo_exists():
+    listed = {info.spec: info.n_params for info in available()}
+    # openai-whisper's large-v3-turbo has 809M parameters (±1 %: one vocabulary row fewer
+    # here, and rounding of the published figure).
+    assert listed["random:large-v3-turbo"] == pytest.approx(809e6, rel=0.01)

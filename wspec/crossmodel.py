@@ -94,6 +94,20 @@ def run_outputs(manifest: dict, name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def run_scales(manifest: dict) -> dict[str, str]:
+    """Model → scale class ("large" / "intermediate") of every run, as its model-run page read
+    it from the loaded config (`LoadedWhisper.scale`); the verdicts' scope follows it."""
+    scales = {}
+    for run in manifest["runs"]:
+        arch = run.get("outputs", {}).get("architecture")
+        if not isinstance(arch, dict) or "scale" not in arch:
+            raise WspecError(
+                f"run {run['model']!r} did not record its architecture; re-run `wspec book`."
+            )
+        scales[run["model"]] = str(arch["scale"])
+    return scales
+
+
 def run_models(manifest: dict) -> list[str]:
     """Model specs of the runs, smallest Whisper size first."""
     return sorted((r["model"] for r in manifest["runs"]), key=lambda m: (model_scale_rank(m), m))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -353,7 +353,16 @@ def _pooled_rows(deltas: pd.DataFrame, family: str | None) -> pd.DataFrame:
     return rows
 
 
-def claim_tests(deltas: pd.DataFrame, family: str | None = None) -> pd.DataFrame:
+def scale(model: str, scales: Mapping[str, str] | None = None) -> str:
+    """A model's scale class: from `scales` (model → scale read from its loaded config, e.g.
+    `crossmodel.run_scales`) when it knows the model, else guessed from the name
+    (`paper.model_scale`; for tables made outside a book run)."""
+    return (scales or {}).get(model) or model_scale(model)
+
+
+def claim_tests(
+    deltas: pd.DataFrame, family: str | None = None, scales: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """The Holm family: one row per claim C1–C3 × in-scope model of a `stats.delta_table`.
 
     Columns claim_id, model, component, metric, estimate, ci_low, ci_high, p_value (the
@@ -364,7 +373,7 @@ def claim_tests(deltas: pd.DataFrame, family: str | None = None) -> pd.DataFrame
     for claim in CHANGE_CLAIMS.values():
         cell = rows[(rows["component"] == claim.component) & (rows["metric"] == claim.metric)]
         for _, r in cell.sort_values("model").iterrows():
-            if claim.scale is not None and model_scale(str(r["model"])) != claim.scale:
+            if claim.scale is not None and scale(str(r["model"]), scales) != claim.scale:
                 continue
             out.append(
                 {
@@ -417,9 +426,11 @@ def _verdict(claim_id: str, rule: str, per_model, evidence=None) -> Verdict:
     )
 
 
-def _judge_change_claim(claim_id: str, deltas: pd.DataFrame, family: str | None) -> Verdict:
+def _judge_change_claim(
+    claim_id: str, deltas: pd.DataFrame, family: str | None, scales: Mapping[str, str] | None
+) -> Verdict:
     claim = CHANGE_CLAIMS[claim_id]
-    tests = claim_tests(deltas, family)
+    tests = claim_tests(deltas, family, scales)
     per_model = [
         _change_model_verdict(
             t.model,
@@ -436,23 +447,29 @@ def _judge_change_claim(claim_id: str, deltas: pd.DataFrame, family: str | None)
     return _verdict(claim_id, claim.rule, per_model)
 
 
-def judge_c1(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
+def judge_c1(
+    deltas: pd.DataFrame, family: str | None = None, scales: Mapping[str, str] | None = None
+) -> Verdict:
     """C1 from `stats.delta_table` rows (layer mean): ΔN_eff of dec_cross_attn in
     intermediate models, sign −, band C1_RANGE (the module's two-part rule)."""
-    return _judge_change_claim("C1", deltas, family)
+    return _judge_change_claim("C1", deltas, family, scales)
 
 
-def judge_c2(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
+def judge_c2(
+    deltas: pd.DataFrame, family: str | None = None, scales: Mapping[str, str] | None = None
+) -> Verdict:
     """C2: ΔN_eff of dec_self_attn in large models, sign −, band C2_RANGE."""
-    return _judge_change_claim("C2", deltas, family)
+    return _judge_change_claim("C2", deltas, family, scales)
 
 
-def judge_c3(deltas: pd.DataFrame, family: str | None = None) -> Verdict:
+def judge_c3(
+    deltas: pd.DataFrame, family: str | None = None, scales: Mapping[str, str] | None = None
+) -> Verdict:
     """C3: Δα of dec_cross_attn in every model, sign +, band C3_RANGE."""
-    return _judge_change_claim("C3", deltas, family)
+    return _judge_change_claim("C3", deltas, family, scales)
 
 
-def judge_c4(fixed: pd.DataFrame) -> Verdict:
+def judge_c4(fixed: pd.DataFrame, scales: Mapping[str, str] | None = None) -> Verdict:
     """C4 from the input-fixed contrasts of `wspec.contrasts.contrast_table` (one or more models).
 
     The primary test per model: hallucinated − not hallucinated decodes of speech under stress
@@ -473,7 +490,7 @@ def judge_c4(fixed: pd.DataFrame) -> Verdict:
     per_model, evidence = [], {}
     band = (-math.inf, -C4_MARGIN_PCT)
     for model in sorted(neff["model"].unique()):
-        component = "dec_self_attn" if model_scale(model) == "large" else "dec_cross_attn"
+        component = "dec_self_attn" if scale(model, scales) == "large" else "dec_cross_attn"
         mine = speech[(speech["model"] == model) & (speech["component"] == component)]
         for r in mine.itertuples():
             if r.label == fx.LABEL_FLAG and r.reading == fx.PRIMARY:

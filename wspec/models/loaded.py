@@ -11,6 +11,8 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
+from wspec.models.architectures import scale_of
+
 
 @dataclass
 class LoadedWhisper:
@@ -45,6 +47,11 @@ class LoadedWhisper:
         overwritten with another checkpoint, and neither may reuse the old numbers.
         """
         return f"{self.name}@{self.weights_id}"
+
+    @property
+    def scale(self) -> str:
+        """The paper's scale class of these weights, from their config (`architectures`)."""
+        return scale_of(self.model.config)
 
     @property
     def n_params(self) -> int:

@@ -173,6 +173,8 @@ def load(spec: str, device: str | torch.device | None = None) -> LoadedWhisper:
         )
     tokenizer = _from_pretrained(WhisperTokenizerFast, folder, spec)
     features = _from_pretrained(WhisperFeatureExtractor, folder, spec)
+    if features.feature_size != model.config.num_mel_bins:  # an untrained large-v3 control
+        features = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
     model = model.to(dev).eval()
     return LoadedWhisper(
         spec=spec,
