@@ -1,0 +1,100 @@
+"""The book's prose logic: numbers and verdict-like readings turned into sentences.
+
+Chapters glue what these return; keeping the wording rules here means they are tested, and a
+page cannot word the same situation two ways. Numbers are formatted by
+`wspec.crossmodel.format_interval` (typographic minus, fixed digits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from wspec.crossmodel import format_interval
+from wspec.paper import COMPONENT_LABELS
+
+
+def counted(n: int, one: str, many: str) -> str:
+    """ "1 cluster", "4 clusters": a count with its noun in the right number."""
+    return f"{n} {one if n == 1 else many}"
+
+
+def estimate_text(estimate: float, ci_low: float, ci_high: float, kind: str = "") -> str:
+    """Estimate [95 % CI] in the metric's unit (kind "pct": percent); an estimate from a single
+    independent unit has no interval, and the sentence says so instead of inventing one."""
+    unit = "%" if kind == "pct" else ""
+    if math.isfinite(ci_low):
+        return format_interval(estimate, ci_low, ci_high, unit=unit)
+    value = f"{estimate:+.2f}".replace("-", "−") + (f" {unit}" if unit else "")
+    return f"{value} (one independent unit: no interval)"
+
+
+def contrast_clause(rows: pd.DataFrame) -> str:
+    """One clause per input-fixed contrast row (`wspec.contrasts`): model, reading, estimate,
+    counts of decodes, strata and clusters, or why it could not be estimated."""
+    parts = []
+    for r in rows.itertuples():
+        head = f"`{r.model}` ({r.reading})"
+        if np.isfinite(r.estimate):
+            parts.append(
+                f"{head} {estimate_text(r.estimate, r.ci_low, r.ci_high, r.kind)} "
+                f"(n = {r.n_hallucinated}/{r.n_other} in "
+                f"{counted(r.n_strata, 'stratum', 'strata')}, "
+                f"{counted(r.n_clusters, 'cluster', 'clusters')})"
+            )
+        else:
+            parts.append(
+                f"{head} not estimable: no stratum holds both kinds with a value "
+                f"under `{r.control}`"
+            )
+    return "; ".join(parts) if parts else "no such decodes in this build"
+
+
+def regression_clause(rows: pd.DataFrame) -> str:
+    """One clause per row of `contrasts.hallucination_regression`: the flag's coefficient."""
+    parts = []
+    for r in rows.itertuples():
+        head = f"`{r.model}` {COMPONENT_LABELS[r.component]} ({r.reading})"
+        if np.isfinite(r.estimate):
+            parts.append(
+                f"{head} {estimate_text(r.estimate, r.ci_low, r.ci_high, r.kind)} "
+                f"(n = {r.n}, {r.n_hallucinated} hallucinated, "
+                f"{counted(r.n_clusters, 'cluster', 'clusters')}, "
+                f"{counted(r.n_families, 'family', 'families')})"
+            )
+        else:
+            parts.append(f"{head} not estimable ({r.note}; n = {r.n})")
+    return "; ".join(parts) if parts else "no stressed decodes in this build"
+
+
+def regression_reading(rows: pd.DataFrame) -> str:
+    """What the hallucination coefficients of effective rank say together, from where their
+    intervals lie relative to zero (below, above, across, or a mix)."""
+    ok = rows[np.isfinite(rows["ci_low"])]
+    if ok.empty:
+        return "It could not be estimated in this build."
+    below, above = int((ok["ci_high"] < 0).sum()), int((ok["ci_low"] > 0).sum())
+    if below == len(ok):
+        return (
+            "Every estimable interval lies below zero: decodes that hallucinated have a "
+            "lower effective rank than decodes of the same family, length and encoder "
+            "input that did not."
+        )
+    if above == len(ok):
+        return (
+            "Every estimable interval lies above zero: decodes that hallucinated have a "
+            "higher effective rank than comparable decodes that did not."
+        )
+    if below == above == 0:
+        return (
+            "Every estimable interval includes zero: once family, length and what the "
+            "encoder heard are accounted for, this build cannot tell a hallucination "
+            "from its input."
+        )
+    return (
+        f"The readings disagree (of {len(ok)} estimable intervals: {below} below zero, "
+        f"{above} above, {len(ok) - below - above} across it), so the sign depends on "
+        "the model, component or control and is not settled here."
+    )
