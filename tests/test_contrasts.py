@@ -194,6 +194,22 @@ def test_interval_resamples_clusters_not_clips() -> None:
     assert width > 1.5 * (by_clip.ci_high - by_clip.ci_low)
 
 
+def test_one_cluster_of_a_kind_gives_no_interval() -> None:
+    """One hallucinated and one other source: every usable resample is the same pair, so a
+    percentile "interval" would have zero width (a base build once confirmed C4 on one)."""
+    row = ct.stratified_contrast(
+        [8.0, 10.0], [True, False], ["s", "s"], ["a", "b"], kind="pct", n_boot=200
+    )
+    assert row.estimate == pytest.approx(-20.0)
+    assert np.isnan(row.ci_low) and np.isnan(row.ci_high) and np.isnan(row.p_value)
+    assert (row.n_hallucinated, row.n_other, row.n_clusters) == (1, 1, 2)
+    # Two sources of each kind do get an interval.
+    two = ct.stratified_contrast(
+        [8.0, 7.5, 10.0, 10.5], [True, True, False, False], ["s"] * 4, list("abcd"), n_boot=200
+    )
+    assert np.isfinite(two.ci_low) and two.ci_low < two.ci_high
+
+
 def test_strata_without_both_kinds_give_counts_not_numbers() -> None:
     none = ct.stratified_contrast([1.0, 2.0, 3.0], [True, True, False], ["a", "a", "b"], [0, 1, 2])
     assert np.isnan(none.estimate) and none.n_strata == 0 and none.n_hallucinated == 0

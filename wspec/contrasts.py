@@ -43,8 +43,9 @@ everything made from it, a non-speech generator kind) that contribute to some st
 drawn with replacement, each with all its clips in all its strata, and the estimate is
 recomputed; strata that lose one kind in a replicate drop out of it, as they would from
 data drawn that way. Percentile interval; the p-value inverts it (two-sided, the share of
-replicates across zero). Fewer than two contributing clusters give an estimate without an
-interval; with few clusters percentile intervals run a little narrow (as `wspec.stats`' do),
+replicates across zero). Fewer than two clusters on either side (hallucinated or other) give
+an estimate without an interval (with one of each, every usable resample is the same pair);
+with few clusters percentile intervals run a little narrow (as `wspec.stats`' do),
 so every row carries its number of clusters. Identical model inputs (equal ``input_key``)
 count once.
 """
@@ -131,6 +132,9 @@ ATTACK_CONTRASTS: tuple[tuple[str, str, str], ...] = (
 )
 NONSPEECH_CONTRAST = "text − empty decode, same generator kind"
 
+
+#: Independent units each kind (hallucinated, other) needs before a contrast gets an interval.
+MIN_CLUSTERS_PER_KIND = 2
 
 # --------------------------------------------------------------------------- estimator
 
@@ -232,7 +236,10 @@ def stratified_contrast(
         return Contrast(np.nan, np.nan, np.nan, np.nan, **counts)
     onehot = np.eye(counts["n_strata"])[strata]
     estimate = float(_stratified(np.ones((1, value.size)), value, flag, onehot, kind)[0])
-    if n_clusters < 2:
+    # An interval needs independent units on both sides: with one hallucinated and one other
+    # cluster every usable resample repeats the same pair, and its "interval" has no width.
+    per_kind = min(len(np.unique(clusters[flag])), len(np.unique(clusters[~flag])))
+    if per_kind < MIN_CLUSTERS_PER_KIND:
         return Contrast(estimate, np.nan, np.nan, np.nan, **counts)
     draws = resample_counts(np.random.default_rng(seed), n_clusters, n_boot)
     boot = _stratified(draws[:, clusters], value, flag, onehot, kind)
