@@ -3,7 +3,7 @@
 
 Run after `wspec book` from the repository root:
 
-    .venv/bin/python scripts/check_book.py [--root .] [--no-browser] [--no-pdf]
+    .venv/bin/python scripts/check_book.py [--root .] [--no-browser] [--no-pdf] [--warn-on-scroll]
 
 Checks, each failure listed in the report (exit status 1 if any):
 
@@ -20,8 +20,8 @@ Checks, each failure listed in the report (exit status 1 if any):
 * each page opened in headless Chromium (the Debian package) finishes loading with every image
   decoded (naturalWidth > 0), every download link opened (a non-empty file read through the
   link) and, on pages with math, MathJax output (``mjx-container``) and no MathJax error;
-  a table that scrolls sideways in a 1280 px wide window is reported (a failure with
-  ``--fail-on-scroll``).
+  no table that scrolls sideways in a 1280 px wide window (``--warn-on-scroll`` reports one
+  as a warning instead, an escape hatch for a local look; the Makefile and CI use the default).
   The check script is injected into a temporary copy of the page next to it, so relative
   links resolve exactly as in the real page.
 """
@@ -200,6 +200,8 @@ def check_downloads(
         parser.feed(page.read_text(encoding="utf-8"))
         links = [h for h in parser.links if "_sources/" in h or h.endswith(".pdf")]
         for href in links:
+            if href.endswith(".pdf") and not pdf:
+                continue  # --no-pdf: no PDF was built, so its link cannot resolve
             if not (page.parent / href.split("#")[0]).resolve().is_file():
                 problems.append(f"{doc}: download link {href} resolves to no file")
         sources = [Path(h).name for h in links if "_sources/" in h]
@@ -289,10 +291,14 @@ def render(browser: str, page: Path) -> dict | str:
 
 
 def check_browser(
-    browser: str, html_dir: Path, pages: list[Path], fail_on_scroll: bool = False
+    browser: str,
+    html_dir: Path,
+    pages: list[Path],
+    warn_on_scroll: bool = False,
+    pdf: bool = True,
 ) -> list[str]:
-    """Render every page; a table that scrolls sideways at WINDOW_WIDTH is a problem with
-    `fail_on_scroll`, else a printed warning (several chapters' tables still do)."""
+    """Render every page; a table that scrolls sideways at WINDOW_WIDTH is a problem (a printed
+    warning with `warn_on_scroll`): a reader should not have to scroll to see a column."""
     problems = []
     for page in pages:
         doc = page.relative_to(html_dir).with_suffix("").as_posix()
@@ -309,11 +315,15 @@ def check_browser(
             problems.append(f"{doc}: {result['mjxErrors']} MathJax errors")
         for t in result["scrolling"]:
             line = f"{doc}: table [{t['table']}] scrolls {t['px']} px sideways at {WINDOW_WIDTH} px"
-            if fail_on_scroll:
-                problems.append(line)
-            else:
+            if warn_on_scroll:
                 print(f"[check_book] warning: {line}")
-        unread = [d["href"] for d in result["downloads"] if d["bytes"] <= 0]
+            else:
+                problems.append(line)
+        unread = [
+            d["href"]
+            for d in result["downloads"]
+            if d["bytes"] <= 0 and (pdf or not d["href"].endswith(".pdf"))
+        ]
         if unread:
             problems.append(f"{doc}: download links the browser could not open: {unread}")
         print(
@@ -330,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="skip headless Chromium")
     parser.add_argument("--no-pdf", action="store_true", help="skip the PDF check")
     parser.add_argument(
-        "--fail-on-scroll",
+        "--warn-on-scroll",
         action="store_true",
-        help=f"fail (not just warn) if a table scrolls sideways at {WINDOW_WIDTH} px",
+        help=f"only warn (not fail) if a table scrolls sideways at {WINDOW_WIDTH} px",
     )
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
@@ -348,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         if browser is None:
             problems.append("no chromium on PATH: apt-get install chromium (or pass --no-browser)")
         else:
-            problems += check_browser(browser, html_dir, pages, args.fail_on_scroll)
+            problems += check_browser(
+                browser, html_dir, pages, args.warn_on_scroll, pdf=not args.no_pdf
+            )
     if problems:
         print(f"[check_book] FAILED, {len(problems)} problem(s):")
         for p in problems:

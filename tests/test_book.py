@@ -365,3 +365,33 @@ def test_book_env_is_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     env = book.book_env()
     assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "0"
+
+
+def test_check_book_fails_on_a_scrolling_table_by_default(tmp_path: Path, monkeypatch) -> None:
+    """The browser check's verdict on a page, with Chromium's report stood in for (the probe's
+    JSON): a sideways-scrolling table fails by default and only --warn-on-scroll lets it pass;
+    --no-pdf ignores the landing page's PDF link, which that build cannot resolve."""
+    check_book = _check_book_module()
+    page = tmp_path / "html" / "book" / "results.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html><body></body></html>")
+    report = {
+        "imgs": [],
+        "mjx": 0,
+        "mjxErrors": 0,
+        "mathSources": 0,
+        "scrolling": [{"table": "Component | ΔN_eff (%)", "px": 42}],
+        "downloads": [{"href": "../wspec.pdf", "bytes": -1}],
+    }
+    monkeypatch.setattr(check_book, "render", lambda browser, p: report)
+    html_dir = tmp_path / "html"
+    problems = check_book.check_browser("chromium", html_dir, [page], pdf=False)
+    assert problems == [
+        "book/results: table [Component | ΔN_eff (%)] scrolls 42 px sideways at 1280 px"
+    ]
+    assert check_book.check_browser("chromium", html_dir, [page], True, pdf=False) == []
+    assert check_book.check_browser("chromium", html_dir, [page], True, pdf=True) == [
+        "book/results: download links the browser could not open: ['../wspec.pdf']"
+    ]
+    with pytest.raises(SystemExit):
+        check_book.main(["--fail-on-scroll"])  # the old opt-in flag is gone: failing is default

@@ -15,7 +15,7 @@ import pytest
 from wspec import paper, stats
 from wspec.commands import table as table_command
 from wspec.errors import WspecError
-from wspec.table import STEMS, format_table, table1
+from wspec.table import STEMS, format_table, table1, table1_view
 
 # Planted effects, stressed vs clean source: relative for n_eff, additive otherwise.
 EFFECTS = {("dec_cross_attn", "n_eff"): -0.10, ("dec_cross_attn", "alpha"): 0.20}
@@ -168,11 +168,48 @@ def test_format_table_text_markdown_html(results: pd.DataFrame) -> None:
     assert "Dec Cross-Attn" in text and "−7.56%" in text and "tiny.en" in text
     md = format_table(table, "markdown").splitlines()
     assert md[0].startswith("| Component |") and md[1].startswith("|---")
-    assert len(md) == 2 + len(table)
-    html = format_table(table, "html")
-    assert html.count("<tr>") == 1 + len(table) and "Δα paper" in html
+    assert format_table(table, "html") == table1_view(table).html
     with pytest.raises(WspecError):
         format_table(table, "latex")
+
+
+def _cells(row_html: str) -> list[str]:
+    return re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row_html)
+
+
+def test_table1_view_reads_like_the_paper(results: pd.DataFrame) -> None:
+    """One row per component, no index column, the paper's value beside ours, the interval and
+    n on lines of their own, and the paper's unmatched models in a footnote."""
+    table = table1(results, n_boot=500, n_perm=500)
+    view = table1_view(table)
+    assert view.html.count("<table") == 1  # tiny.en + base: 9 value columns fit one table
+    body = view.html.split("<tbody>")[1].split("</tbody>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body)
+    assert [_cells(r)[0] for r in rows] == list(paper.COMPONENT_LABELS.values())
+    head = view.html.split("<thead>")[1].split("</thead>")[0]
+    sub = _cells(re.findall(r"<tr>(.*?)</tr>", head)[1])
+    assert sub == ["tiny.en", "paper Tiny", "base"] * 3  # no index; paper's Tiny beside ours
+    cross = _cells(rows[0])
+    assert cross[2] == "−7.56%" and cross[5] == "+2.12" and cross[8] == "+0.250"
+    tiny_neff = table.query("component == 'dec_cross_attn' and model == 'tiny.en'").iloc[0]
+    main, detail = cross[1].split("<br>", 1)
+    assert main == f"{tiny_neff['d_neff_pct']:+.2f}%*".replace("-", "−")  # planted −10 %
+    lo, hi = (f"{tiny_neff[c]:+.2f}".replace("-", "−") for c in ("d_neff_pct_lo", "d_neff_pct_hi"))
+    assert detail == f'<span class="wspec-detail">[{lo}, {hi}]<br>n=40/100</span>'
+    assert "Paper, Small (no model of ours)" in view.notes[1] and "−9.54%" in view.notes[1]
+    assert view.notes[2].startswith("Paper, Large") and "Dec FFN — / — / —" in view.notes[2]
+    md = view.markdown.split("\n\n")[0].splitlines()
+    assert len(md) == 2 + 3 and "<br>" not in view.markdown  # LaTeX cannot take <br>
+    assert md[2].startswith("| Dec Cross-Attn | " + main.replace("*", "\\*") + f" [{lo}, {hi}]")
+
+
+def test_table1_view_splits_metrics_rather_than_scroll(results: pd.DataFrame) -> None:
+    table = table1(results, n_boot=200, n_perm=200)
+    split = table1_view(table, max_columns=3)  # 3 columns per metric: one table each
+    assert split.html.count("<table") == 3
+    assert [m.count("| Dec ") for m in split.markdown.split("\n\n")[:3]] == [3, 3, 3]
+    with pytest.raises(WspecError, match="no model of ours"):
+        table1_view(table[table["model"] == ""])
 
 
 def _table_command(argv: list[str]) -> int:
