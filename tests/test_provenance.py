@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 from wspec import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+# A code cell or a glued figure of a chapter: its header line and its body.
+BLOCK = re.compile(r"^```(\{code-cell\}|\{glue:figure\})[^\n]*\n(.*?)^```\n", re.S | re.M)
 
 RUNS = {
     "stimulus_set": "ci",
@@ -89,3 +94,19 @@ def test_run_table_lists_hashes_and_wall_time() -> None:
     assert set(table["code hash"]) == {RUNS["source_hash"][:16]}
     assert table.loc["base", "wall time (s)"] == 500.0
     assert "out_dir" not in table.loc["tiny.en", "parameters"]
+
+
+def test_every_shown_table_and_figure_has_a_reproduce_note() -> None:
+    """Each output shown without its code (a remove-input cell, a glued figure) is followed by
+    a `provenance.reproduce` note; a cell that shows its code is its own reproduction line."""
+    missing = []
+    chapters = sorted((REPO / "book").glob("*.md"))
+    assert len(chapters) >= 10  # the book's chapters, not an empty glob
+    for path in chapters:
+        blocks = [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text())]
+        for i, (kind, body) in enumerate(blocks):
+            after = blocks[i + 1][1] if i + 1 < len(blocks) else ""
+            hidden = ":tags: [remove-input]" in body and "provenance.reproduce" not in body
+            if (kind == "{glue:figure}" or hidden) and "provenance.reproduce" not in after:
+                missing.append(f"{path.name}: {body.strip().splitlines()[-1][:60]}")
+    assert missing == []
