@@ -1,11 +1,15 @@
 """The paper's Table 1 reproduced: our deltas with CIs beside the published values.
 
-Layout follows the paper: rows are component (Dec Cross-Attn, Dec Self-Attn, Dec FFN) × model,
-columns ΔN_eff (%), Δlog10 K_f, Δα at K dominant modes. Our models are placed by size among
-the paper's Tiny/Small/Large rows (tiny.en on the Tiny row; base, which the paper did not run,
-gets its own row without published values); paper rows without a model of ours stay, with our
-columns empty. Deltas come from `wspec.stats.delta_table` (layer mean per stimulus, bootstrap
-over stimuli, permutation p-values Holm-corrected across the table's cells).
+`table1` is the data: one row per component (Dec Cross-Attn, Dec Self-Attn, Dec FFN) × model,
+with ΔN_eff (%), Δlog10 K_f, Δα at K dominant modes, their intervals, p-values and sample
+sizes. Our models are placed by size among the paper's Tiny/Small/Large rows (tiny.en on the
+Tiny row; base, which the paper did not run, gets its own row without published values);
+paper rows without a model of ours stay, with our columns empty. Deltas come from
+`wspec.stats.delta_table` (layer mean per stimulus, bootstrap over stimuli, permutation
+p-values Holm-corrected across the table's cells).
+
+`table1_view` is how the book shows it, laid out as the paper prints it: a row per component,
+per metric our value beside the paper's; `display_table` is the long form for a terminal.
 """
 
 from __future__ import annotations
