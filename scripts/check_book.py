@@ -366,9 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"  - {p}")
         return 1
-    print(
-        "[check_book] OK: every page, image, download and the PDF are there; pages render with math"
-    )
+    pdf = "" if args.no_pdf else " and the PDF"
+    print(f"[check_book] OK: every page, image, download{pdf} are there; pages render with math")
     return 0
 
 
