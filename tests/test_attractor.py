@@ -92,7 +92,7 @@ def test_independent_random_directions_give_the_chance_share() -> None:
             assert abs(row[column] - p) <= 4 * se, (angle, column, row[column], p)
 
 
-@pytest.mark.slow  # ~50 s on the shared 2-core machine (the full Jacobian for the check)
+@pytest.mark.slow  # 16-50 s on the shared 2-core machine, by its load (the full Jacobian)
 def test_real_tiny_en_stack_jacobian(tiny_en, sentence_audio, sentence_text) -> None:
     """On real weights and speech (teacher-forced on the spoken sentence): the stacked map
     reproduces the decoder's real output (float32: 1e-4), its Lanczos triplet matches a full
