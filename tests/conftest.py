@@ -12,6 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Clips are analysed in the test process; test_scale starts its own 2-worker cluster.
+os.environ.setdefault("WSPEC_SCHEDULER", "serial")
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 

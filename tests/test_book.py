@@ -395,3 +395,41 @@ def test_check_book_fails_on_a_scrolling_table_by_default(tmp_path: Path, monkey
     ]
     with pytest.raises(SystemExit):
         check_book.main(["--fail-on-scroll"])  # the old opt-in flag is gone: failing is default
+
+
+def test_sync_execution_cache_drops_only_the_changed_chapters(tmp_path: Path, monkeypatch) -> None:
+    """A chapter whose imported code changed loses its cached execution; the others keep
+    theirs (jupyter-cache records, as myst-nb writes them, keyed by the chapter's path)."""
+    from jupyter_cache import get_cache
+
+    root = tmp_path
+    (root / "_toc.yml").write_text("format: jb-book\nroot: one\nchapters:\n- file: two\n")
+    names = ("one", "two")
+    cache = get_cache(root / "_build" / ".jupyter_cache")
+    for i, name in enumerate(names):
+        (root / f"{name}.md").write_text(f"# {name}\n")
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = {i}")])
+        path = root / f"{name}.ipynb"
+        nbformat.write(nb, path)
+        cache.cache_notebook_file(str(path), uri=str(root / f"{name}.md"), check_validity=False)
+    code = {"one": "stats v1", "two": "audio v1"}
+    monkeypatch.setattr(book, "chapter_code_hash", lambda chapter, _root: code[chapter.stem])
+    monkeypatch.setattr(book, "chapter_code", lambda chapter: "")
+
+    def cached() -> set[str]:
+        return {
+            Path(r.uri).stem
+            for r in get_cache(root / "_build" / ".jupyter_cache").list_cache_records()
+        }
+
+    assert book.sync_execution_cache(root) == ["one", "two"]  # no stamps yet
+    assert cached() == set()
+    for name in names:  # as if the build executed both again
+        cache.cache_notebook_file(
+            str(root / f"{name}.ipynb"), uri=str(root / f"{name}.md"), check_validity=False
+        )
+    assert book.sync_execution_cache(root) == []  # nothing changed: both kept
+    assert cached() == {"one", "two"}
+    code["one"] = "stats v2"
+    assert book.sync_execution_cache(root) == ["one"]
+    assert cached() == {"two"}

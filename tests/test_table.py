@@ -52,9 +52,7 @@ def synth_results(models=("tiny.en", "base"), n_src: int = 40, seed: int = 0) ->
                                     + (metric, K, noisy, 12)
                                 )
     columns = [*stats.RESULT_COLUMNS, "n_tokens"]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame.insert(0, "schema_version", 1)
-    return frame
+    return pd.DataFrame(rows, columns=columns)
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wspec import decoding, melspec
+from wspec import cache as wcache
 from wspec.audio import SAMPLE_RATE, read_audio, write_audio
 from wspec.decoding import greedy_decode
 from wspec.labels import error_rates, normalize
 from wspec.melspec import log_mel_for
-from wspec.paths import atomic_write_text, cache_dir, safe_name, source_digest
+from wspec.paths import atomic_write_text, safe_name
 from wspec.progress import track
 from wspec.stimuli.manifest import (
     MANIFEST_NAME,
@@ -307,8 +307,8 @@ def build_attack_stimuli(
     `families` picks among pgd_untargeted, pgd_targeted, gauss_control. `params` (JSON)
     records the model, SNR, ε, ‖δ‖, steps, losses, the decoded text after the attack, the
     realised SNR (`snr_measured`) and `success`. Stored per model and per (attacked sources,
-    settings, code) under cache_dir("stimuli", "attacks", ...); a stimulus whose WAV and JSON
-    exist is not recomputed. PGD clips are made in fixed batches of `batch_size` (the job
+    settings, the code `wspec.cache.ATTACKS` declares); a stimulus whose WAV and JSON exist
+    is not recomputed. PGD clips are made in fixed batches of `batch_size` (the job
     list cut in order), so a clip's bytes do not depend on which others were cached already.
     """
     sources = attack_sources(manifest, n_utts)
@@ -322,12 +322,10 @@ def build_attack_stimuli(
             "batch_size": batch_size,
         }
     )
-    code = source_digest(
-        Path(__file__), Path(melspec.__file__), Path(decoding.__file__), normalize, error_rates
+    key = wcache.ATTACKS.key(
+        model=loaded.identity, sources=manifest_hash(sources), settings=settings
     )
-    code.update((settings + loaded.identity).encode())
-    key = manifest_hash(sources)[:12] + "-" + code.hexdigest()[:8]
-    root = cache_dir("stimuli", "attacks", safe_name(loaded.name), key)
+    root = wcache.ATTACKS.dir(safe_name(loaded.name), key)
     clips = [
         _clip(loaded, root, src, float(snr), fam, seed)
         for src in sources.itertuples(index=False)

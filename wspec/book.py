@@ -7,15 +7,18 @@ execution so those outputs are never re-run with the default parameters. The run
 in ``book/runs/runs.json`` (the manifest the cross-model chapters read with `load_runs`) and
 in a generated ``book/runs/index.md`` that `_toc.yml` globs.
 
-Two caches, two keys:
+Two caches, keyed on what each page's code imports:
 
-* A model run is keyed by ``hash(chapter source + wspec sources + pyproject + parameters)``;
-  an unchanged re-run copies the stored notebook instead of calling papermill.
+* A model run is keyed by ``hash(chapter source + parameters + the wspec modules the
+  chapter imports, transitively + pyproject)`` (`chapter_code_hash`); an unchanged re-run
+  copies the stored notebook instead of calling papermill.
 * The ordinary chapters use myst-nb's ``execute_notebooks: cache`` (jupyter-cache), which keys
-  only on code-cell text. `sync_execution_cache` therefore wipes that cache whenever the wspec
-  sources, pyproject.toml or runs.json change. We chose wiping over injecting a hidden
-  hash cell into every chapter because chapters belong to several authors and a missing
-  cell would silently reuse stale outputs; wiping is coarse but cannot be forgotten.
+  only on code-cell text. `sync_execution_cache` therefore keeps a stamp per chapter — the
+  wspec modules it imports (transitively), pyproject.toml and the *contents* of the model
+  runs' outputs — and drops that chapter's cached execution when its stamp changes. An edit
+  to wspec.stats re-executes the chapters that import it; a prose edit re-executes nothing
+  (jupyter-cache sees the same code); a model-run output that changed re-executes every
+  chapter that reads runs.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import TextIO
 
 import wspec
+from wspec.cache import files_digest, import_closure, imported_files
 from wspec.errors import WspecError
 from wspec.paths import atomic_path, atomic_write_text, cache_dir
 from wspec.progress import is_progress_line
@@ -89,11 +93,8 @@ def find_root(start: str | os.PathLike[str] | None = None) -> Path:
 
 
 def source_hash(root: Path | None = None) -> str:
-    """Hash of every wspec source file (path + bytes) and of pyproject.toml.
-
-    Any change to the package or its declared dependencies may change the numbers, so it
-    invalidates every cached execution.
-    """
+    """Hash of every wspec source file (path + bytes) and of pyproject.toml: the code
+    version a build reports (status page), not a cache key (see `chapter_code_hash`)."""
     package = Path(wspec.__file__).resolve().parent
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
@@ -344,7 +345,7 @@ def run_models(
     chapter = root / CHAPTER
     if not chapter.is_file():
         raise WspecError(f"{chapter} is missing; restore it from git.")
-    code = source_hash(root)
+    code = chapter_code_hash(chapter, root)
     runs_dir = root / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     with _environ({"WSPEC_BOOK_ROOT": str(root)}):
@@ -360,7 +361,7 @@ def run_models(
         "schema_version": MANIFEST_SCHEMA,
         "reduced": reduced,
         "stimulus_set": run_parameters("", reduced)["stimulus_set"],
-        "source_hash": code,
+        "source_hash": source_hash(root),
         "runs": records,
     }
     atomic_write_text(runs_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
@@ -457,21 +458,76 @@ def prepare_mathjax(root: Path) -> Path:
     return dest
 
 
-def sync_execution_cache(root: Path) -> bool:
-    """Wipe myst-nb's jupyter-cache when wspec, pyproject or runs.json changed; True if wiped."""
-    runs = root / RUNS_DIR / MANIFEST_NAME
-    stamp = hashlib.sha256(
-        (source_hash(root) + (runs.read_text() if runs.is_file() else "")).encode()
-    ).hexdigest()
-    stamp_file = root / "_build" / ".wspec-exec-stamp"
-    cache = root / "_build" / ".jupyter_cache"
-    if stamp_file.is_file() and stamp_file.read_text() == stamp:
-        return False
-    wiped = cache.exists()
-    if wiped:
-        shutil.rmtree(cache)
-    atomic_write_text(stamp_file, stamp)
-    return wiped
+def chapter_code(chapter: Path) -> str:
+    """The Python code of a jupytext chapter (its code cells; IPython magics dropped)."""
+    import jupytext
+
+    cells = jupytext.read(chapter).cells
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    return "\n".join(line for line in code.splitlines() if line.lstrip()[:1] not in ("%", "!"))
+
+
+def chapter_code_hash(chapter: Path, root: Path) -> str:
+    """Hash of the wspec modules a chapter imports, transitively, and of pyproject.toml: the
+    code its results depend on besides its own cells."""
+    package = Path(wspec.__file__).resolve().parent
+    files = import_closure(imported_files(chapter_code(chapter)))
+    h = hashlib.sha256(files_digest(files, package.parent).encode())
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        h.update(pyproject.read_bytes())
+    return h.hexdigest()
+
+
+def _runs_digest(root: Path, provenance: bool) -> str:
+    """What a chapter reads of the model runs: each run's parameters and the bytes of its
+    output files; the whole manifest (wall times, hashes) for a page that reports them."""
+    path = root / RUNS_DIR / MANIFEST_NAME
+    if not path.is_file():
+        return ""
+    manifest = json.loads(path.read_text())
+    h = hashlib.sha256(path.read_bytes() if provenance else b"")
+    for run in manifest["runs"]:
+        h.update(json.dumps([run["model"], run["parameters"]], sort_keys=True).encode())
+        for name, value in sorted(run["outputs"].items()):
+            h.update(name.encode())
+            file = Path(str(value))
+            h.update(file.read_bytes() if file.is_file() else json.dumps(value).encode())
+    return h.hexdigest()
+
+
+def chapter_stamps(root: Path) -> dict[str, str]:
+    """Per chapter of _toc.yml with code: the stamp whose change must re-execute it."""
+    stamps = {}
+    for name in toc_files(root):
+        chapter = root / f"{name}.md"
+        if not chapter.is_file():
+            continue
+        code_hash = chapter_code_hash(chapter, root)
+        provenance = "provenance" in chapter_code(chapter)
+        stamps[name] = hashlib.sha256(
+            (code_hash + _runs_digest(root, provenance)).encode()
+        ).hexdigest()
+    return stamps
+
+
+def sync_execution_cache(root: Path) -> list[str]:
+    """Drop myst-nb's cached execution of each chapter whose stamp changed; their names."""
+    from jupyter_cache import get_cache
+
+    stamps = chapter_stamps(root)
+    stamp_file = root / "_build" / ".wspec-exec-stamps.json"
+    old = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
+    changed = sorted(name for name, stamp in stamps.items() if old.get(name) != stamp)
+    folder = root / "_build" / ".jupyter_cache"
+    if changed and folder.exists():
+        cache = get_cache(folder)
+        paths = {(root / f"{name}.md").resolve() for name in changed}
+        for record in cache.list_cache_records():
+            if Path(record.uri).resolve() in paths:
+                cache.remove_cache(record.pk)
+    atomic_write_text(stamp_file, json.dumps(stamps, indent=1, sort_keys=True))
+    return changed
 
 
 def jupyter_book_command(root: Path, builder: str) -> list[str]:
@@ -532,8 +588,9 @@ def build(
             "add them (book/<name>.md) or remove them from _toc.yml."
         )
     prepare_mathjax(root)
-    if sync_execution_cache(root):
-        print("[wspec book] wspec or the runs changed: cleared the chapter execution cache")
+    changed = sync_execution_cache(root)
+    if changed:
+        print(f"[wspec book] code or runs changed for: {', '.join(changed)} (re-executed)")
     if html:
         stage("HTML")  # Sphinx names each chapter as it executes it ("reading sources")
         times["html"] = run_build(root, "html")

@@ -35,12 +35,11 @@ intervals resample: layers and decoding steps of one clip share its audio and it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,8 +48,9 @@ from scipy.sparse.linalg import LinearOperator, svds
 from torch import nn
 from tqdm import tqdm
 
+from wspec import cache as wcache
 from wspec.errors import WspecError
-from wspec.paths import atomic_path, cache_dir, source_digest
+from wspec.scale import one_thread
 
 Vec = torch.Tensor
 RowMap = Callable[[Vec], Vec]
@@ -275,23 +275,6 @@ def injection_coherence(
     return math.sqrt(float(sq[0])) / fro, fro
 
 
-@contextmanager
-def _one_thread(device: torch.device) -> Iterator[None]:
-    """Run CPU work on one intra-op thread, restoring the setting afterwards.
-
-    Every Jacobian product works on one D-vector, too little to split across threads: on a
-    shared 2-core machine two threads made each product ~20x slower (they wait for each
-    other) than one. GPU work is unaffected.
-    """
-    before = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _pick(n: int, k: int) -> list[int]:
     """k evenly spaced indices of range(n) (all of them when k >= n)."""
     if k >= n:
@@ -329,7 +312,7 @@ def measure_run(
     n_audio = min(n_frames_audio or run.enc_out.shape[0], run.enc_out.shape[0])
     jobs += [("encoder", -1, pos) for pos in _pick(n_audio, frames)]
     jobs += [("decoder", s, run.n_prompt - 1 + s) for s in _pick(n_steps, steps)]
-    with _one_thread(run.enc_out.device):
+    with one_thread(run.enc_out.device):
         rows = [
             row
             for stack, step, pos in tqdm(jobs, disable=not progress, desc="positions", leave=False)
@@ -420,7 +403,7 @@ def measure_clip(
     from wspec.audio import SAMPLE_RATE
     from wspec.decoding import greedy_decode, log_mel
 
-    with _one_thread(loaded.device):
+    with one_thread(loaded.device):
         features = log_mel(loaded, audio)
         if tokens is None:
             tokens = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens).tokens
@@ -451,28 +434,27 @@ def measure_clips(
     instead of reusing stale numbers.
     """
     tokens = {sid: [int(t) for t in toks] for sid, toks in (tokens or {}).items()}
-    digest = source_digest(Path(__file__))
-    digest.update(loaded.identity.encode())
-    digest.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
+    clips_digest = hashlib.sha256()
     for sid, (family, audio) in sorted(clips.items()):
-        digest.update(f"{sid}/{family}".encode())
-        digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
-        digest.update(json.dumps(tokens.get(sid)).encode())
-    path = cache_dir("jacobian", "clips") / f"{digest.hexdigest()[:20]}.parquet"
-    if path.is_file():
-        return pd.read_parquet(path)
-    table = pd.concat(
-        [
-            measure_clip(
-                loaded, audio, stimulus_id=sid, family=family, tokens=tokens.get(sid), **kwargs
-            )
-            for sid, (family, audio) in clips.items()
-        ],
-        ignore_index=True,
+        clips_digest.update(f"{sid}/{family}".encode())
+        clips_digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        clips_digest.update(json.dumps(tokens.get(sid)).encode())
+    key = wcache.JACOBIANS.key(
+        model=loaded.identity, clips=clips_digest.hexdigest(), settings=kwargs
     )
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
-    return table
+
+    def compute() -> pd.DataFrame:
+        return pd.concat(
+            [
+                measure_clip(
+                    loaded, audio, stimulus_id=sid, family=family, tokens=tokens.get(sid), **kwargs
+                )
+                for sid, (family, audio) in clips.items()
+            ],
+            ignore_index=True,
+        )
+
+    return wcache.fetch_frame(wcache.JACOBIANS.dir() / f"{key}.parquet", compute)
 
 
 def partial_factor(log_rho: np.ndarray) -> float:

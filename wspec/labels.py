@@ -27,11 +27,11 @@ from pathlib import Path
 import jiwer
 import pandas as pd
 
-from wspec import decoding
+from wspec import cache as wcache
 from wspec.audio import read_audio
 from wspec.decoding import compression_ratio, greedy_decode
 from wspec.errors import WspecError
-from wspec.paths import atomic_path, cache_dir, safe_name, source_digest
+from wspec.paths import safe_name
 from wspec.progress import track
 
 INSERT_RUN = 3
@@ -155,48 +155,39 @@ def label_transcript(
 
 
 def _cache_path(loaded, manifest: pd.DataFrame) -> Path:
-    """Labels of one model on one manifest, keyed on the weights and the labelling code.
-
-    The code part is the source of this module and of the decoder, so a changed rule or
-    threshold relabels instead of reusing stale flags; nobody has to remember a version.
-    """
+    """Labels of one model on one manifest, keyed (`wspec.cache.LABELS`) on the weights, the
+    manifest and the labelling code, so a changed rule or threshold relabels."""
     from wspec.stimuli.manifest import manifest_hash
 
-    digest = source_digest(Path(__file__), Path(decoding.__file__))
-    digest.update(loaded.identity.encode())
-    safe = safe_name(loaded.name)
-    name = f"{manifest_hash(manifest)[:16]}-{digest.hexdigest()[:12]}.parquet"
-    return cache_dir("labels", safe) / name
+    key = wcache.LABELS.key(model=loaded.identity, manifest=manifest_hash(manifest))
+    return wcache.LABELS.dir(safe_name(loaded.name)) / f"{key}.parquet"
 
 
 def label_stimuli(
     loaded, manifest: pd.DataFrame, progress: bool = True, cache: bool = True
 ) -> pd.DataFrame:
     """Decode every stimulus greedily and label it; cached per model and manifest hash."""
-    path = _cache_path(loaded, manifest)
-    if cache and path.is_file():
-        return pd.read_parquet(path)
-    rows = []
-    clips = manifest.itertuples(index=False)
-    for stim in track(
-        clips, f"labels {loaded.name}", total=len(manifest), unit="clips", enabled=progress
-    ):
-        dec = greedy_decode(loaded, read_audio(stim.path, allow_long=True))
-        rows.append(
-            _row(
-                loaded.name,
-                stim._asdict(),
-                dec.text,
-                dec.avg_logprob,
-                dec.no_speech_prob,
-                len(dec.tokens),
+
+    def compute() -> pd.DataFrame:
+        rows = []
+        clips = manifest.itertuples(index=False)
+        for stim in track(
+            clips, f"labels {loaded.name}", total=len(manifest), unit="clips", enabled=progress
+        ):
+            dec = greedy_decode(loaded, read_audio(stim.path, allow_long=True))
+            rows.append(
+                _row(
+                    loaded.name,
+                    stim._asdict(),
+                    dec.text,
+                    dec.avg_logprob,
+                    dec.no_speech_prob,
+                    len(dec.tokens),
+                )
             )
-        )
-    df = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
-    if cache:
-        with atomic_path(path) as tmp:
-            df.to_parquet(tmp, index=False)
-    return df
+        return pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+
+    return wcache.fetch_frame(_cache_path(loaded, manifest), compute) if cache else compute()
 
 
 def labels_from_decodes(decodes: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:

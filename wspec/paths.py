@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -31,22 +29,6 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root).expanduser().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def source_digest(*sources: Path | Callable) -> hashlib._Hash:
-    """SHA-256 over source files and functions: the code part of a cache key.
-
-    Keying a cache on the code that fills it means an edited rule or metric recomputes its
-    numbers, where a hand-bumped version number would be forgotten. Callers add their own
-    data (model, audio, settings) with `.update`.
-    """
-    digest = hashlib.sha256()
-    for source in sources:
-        if isinstance(source, Path):
-            digest.update(source.read_bytes())
-        else:
-            digest.update(inspect.getsource(source).encode())
-    return digest
 
 
 @contextlib.contextmanager

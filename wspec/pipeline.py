@@ -26,8 +26,8 @@ The decode runs once: with the budget in place, the natural decode's activations
 first n_tokens + 1 rows (the decoder is causal), so every natural control uses those rows
 and budget_T uses the first T₀.
 
-Results are cached per stimulus under cache_dir("runs", <model>) in files named by a
-content hash of (model, stimulus audio sha256, wspec code, settings).  Each file is
+Results are cached per stimulus under the `wspec.cache.RUNS` folder, <model>/, in files named
+by a content hash of (model, stimulus audio sha256, the code RUNS declares, settings).  Each file is
 written atomically, so an interrupted run resumes where it stopped and a repeated run
 only assembles the table.
 """
@@ -35,7 +35,7 @@ only assembles the table.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +46,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-import wspec
+from wspec import cache as wcache
 from wspec.audio import read_audio
 from wspec.capture import ActivationCapture, Captured, Site, encoder_frames
 from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
 from wspec.models import load
-from wspec.paths import atomic_path, cache_dir, safe_name
-from wspec.progress import track
+from wspec.paths import atomic_path, safe_name
+from wspec.scale import SERIAL, one_thread, run_tasks, scheduler_choice
 from wspec.seqlen import (
     apply_null,
     average_metric,
@@ -76,12 +76,10 @@ from wspec.spectra import (
 from wspec.stimuli import build_stimuli
 from wspec.units import model_input_key, resampling_unit
 
-SCHEMA_VERSION = 2
 #: Metrics of the sensitivity variants (Table 1's three, plus the condition number that the
 #: book called K_f before it measured the paper's Kirchhoff index).
 SENSITIVITY_METRICS: tuple[str, ...] = ("n_eff", "log10_kf", "alpha", "log10_cond")
 COLUMNS: tuple[str, ...] = (
-    "schema_version",
     "model",
     "stimulus_id",
     "family",
@@ -132,8 +130,6 @@ DECODE_COLUMNS: tuple[str, ...] = (
     "no_speech_prob",
     "compression_ratio",
 )
-# Source files whose change changes the numbers; their hash is part of every cache key.
-_CODE_FILES = ("capture.py", "spectra.py", "seqlen.py", "pipeline.py", "decoding.py", "audio.py")
 #: Columns of a cached per-stimulus result: everything but the resampling units, which are a
 #: property of the design (wspec.units), added when the table is assembled, so that a change
 #: to the units never recomputes a spectrum.
@@ -160,34 +156,13 @@ class SpectralSettings:
     max_new_tokens: int = 224  # openai-whisper's sample_len
 
 
-def code_version() -> str:
-    """Hash of the package version and the source of the modules that produce the numbers."""
-    root = Path(wspec.__file__).parent
-    h = hashlib.sha256(wspec.__version__.encode())
-    files = [root / f for f in _CODE_FILES] + sorted((root / "models").glob("*.py"))
-    for path in files:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def stimulus_key(
-    model: str, sha256: str, settings: SpectralSettings, code: str, device: str = "cpu"
-) -> str:
-    """Content address of one stimulus result (device type included: float32 forward passes
-    differ slightly between CPU and GPU)."""
-    payload = json.dumps(
-        {
-            "schema": SCHEMA_VERSION,
-            "model": model,
-            "device": device,
-            "audio": sha256,
-            "code": code,
-            "settings": dataclasses.asdict(settings),
-        },
-        sort_keys=True,
+def stimulus_key(model: str, sha256: str, settings: SpectralSettings, device: str = "cpu") -> str:
+    """Content address of one stimulus result (`wspec.cache.RUNS`: the code it declares, the
+    weights, the audio, the settings and the device type — float32 forward passes differ
+    slightly between CPU and GPU)."""
+    return wcache.RUNS.key(
+        model=model, device=device, audio=sha256, settings=dataclasses.asdict(settings)
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
 # --- spectra of one captured decode ---------------------------------------------------
@@ -412,7 +387,6 @@ def _analyse_stimulus(
     ]
     eigen = eigen_spectra(captured, capture.sites, natural_rows, settings.matched_rows)
     ident = {
-        "schema_version": SCHEMA_VERSION,
         "model": loaded.name,
         "stimulus_id": str(stim["id"]),
         "family": str(stim["family"]),
@@ -444,7 +418,7 @@ def _units(stim: pd.Series) -> dict[str, str]:
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    for col in ("schema_version", "layer", "K", "n_tokens", "n_rows"):
+    for col in ("layer", "K", "n_tokens", "n_rows"):
         df[col] = df[col].astype("int64")
     df["value"] = df["value"].astype("float64")
     for col in df.columns:
@@ -488,7 +462,25 @@ def _eigen_table(ident: dict, eigen: list) -> pd.DataFrame:
 # --- the run --------------------------------------------------------------------------------
 def default_output(model: str, set_name: str) -> Path:
     """Where `run_model` writes the assembled table unless told otherwise."""
-    return cache_dir("runs") / f"{safe_name(model)}__{safe_name(set_name)}.parquet"
+    return wcache.RUNS.dir() / f"{safe_name(model)}__{safe_name(set_name)}.parquet"
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_model(spec: str, device: str):
+    """The model a worker process analyses with (loaded once per worker, not per clip)."""
+    return load(spec, device=device)
+
+
+def analyse_to_cache(
+    spec: str, device: str, stim: dict, settings: SpectralSettings, path: str, loaded=None
+) -> str:
+    """One clip's decode and spectra, written atomically to `path`: a Dask task (or a plain
+    call in this process) on one torch thread, so the numbers do not depend on where it ran."""
+    loaded = loaded or _worker_model(spec, device)
+    with one_thread(loaded.device), ActivationCapture(loaded.model) as capture:
+        df, decode, eigen = _analyse_stimulus(loaded, capture, pd.Series(stim), settings)
+    _write_result(Path(path), df, decode, eigen)
+    return path
 
 
 def run_model(
@@ -502,14 +494,17 @@ def run_model(
     device: str | None = None,
     loaded=None,
     cache: str | Path | None = None,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
     """Spectral table of model `spec` on a stimulus set (see module docstring).
 
     `manifest` overrides the set (any DataFrame with the manifest columns); `loaded`
-    reuses an already loaded model; `cache` replaces cache_dir("runs") as the folder of
-    per-stimulus results.  Writes the table to `out` (default:
-    `default_output(spec, set_name)`), the decodes beside it (`*.decodes.parquet`) and the
-    decoder eigen-spectra (`*.eigen.parquet`, `EIGEN_COLUMNS`).
+    reuses an already loaded model in this process; `cache` replaces the RUNS cache folder
+    of per-stimulus results; `scheduler` says where clips not yet cached are analysed
+    (`wspec.scale`: serial, a local Dask cluster by default, or a cluster's address).
+    Writes the table to `out` (default: `default_output(spec, set_name)`), the decodes
+    beside it (`*.decodes.parquet`) and the decoder eigen-spectra (`*.eigen.parquet`,
+    `EIGEN_COLUMNS`).
     """
     settings = settings or SpectralSettings()
     if manifest is None:
@@ -519,30 +514,40 @@ def run_model(
             f"stimulus set {set_name!r} is empty; build it with `wspec stimuli build`."
         )
     loaded = loaded or load(spec, device=device)
-    code = code_version()
-    root = Path(cache) if cache is not None else cache_dir("runs")
+    root = Path(cache) if cache is not None else wcache.RUNS.dir()
     folder = root / safe_name(loaded.name)
+    stims = [pd.Series(stim._asdict()) for stim in manifest.itertuples(index=False)]
+    paths = [
+        folder / f"{safe_name(str(stim['id']))}-"
+        f"{stimulus_key(loaded.identity, str(stim['sha256']), settings, loaded.device.type)}"
+        ".parquet"
+        for stim in stims
+    ]
+    device_type = loaded.device.type
+    jobs = [
+        (loaded.spec, device_type, stim.to_dict(), settings, str(path))
+        for stim, path in zip(stims, paths, strict=True)
+        if not path.is_file()
+    ]
+    choice = scheduler_choice(scheduler)
+    if choice == SERIAL:  # this process already holds the model
+        jobs = [job + (loaded,) for job in jobs]
+    desc = f"spectra {loaded.name}"
+    for _ in run_tasks(
+        analyse_to_cache, jobs, scheduler=choice, desc=desc, unit="clips", progress=progress
+    ):
+        pass
     tables: list[pd.DataFrame] = []
     decodes: list[dict] = []
     eigens: list[pd.DataFrame] = []
-    with ActivationCapture(loaded.model) as capture:
-        clips = list(manifest.itertuples(index=False))
-        for stim in track(clips, f"spectra {loaded.name}", unit="clips", enabled=progress):
-            stim = pd.Series(stim._asdict())
-            sha = str(stim["sha256"])
-            key = stimulus_key(loaded.identity, sha, settings, code, loaded.device.type)
-            path = folder / f"{safe_name(str(stim['id']))}-{key}.parquet"
-            if path.is_file():
-                df, decode, eigen = read_result(path)
-            else:
-                df, decode, eigen = _analyse_stimulus(loaded, capture, stim, settings)
-                _write_result(path, df, decode, eigen)
-            units = _units(stim)
-            tables.append(df.assign(**units)[list(COLUMNS)])
-            decodes.append(decode | units)
-            ident = {k: decode[k] for k in ("model", "stimulus_id", "family", "n_tokens")}
-            ident |= units | {"source_id": str(stim["source_id"])}
-            eigens.append(_eigen_table(ident, eigen))
+    for stim, path in zip(stims, paths, strict=True):
+        df, decode, eigen = read_result(path)
+        units = _units(stim)
+        tables.append(df.assign(**units)[list(COLUMNS)])
+        decodes.append(decode | units)
+        ident = {k: decode[k] for k in ("model", "stimulus_id", "family", "n_tokens")}
+        ident |= units | {"source_id": str(stim["source_id"])}
+        eigens.append(_eigen_table(ident, eigen))
     table = _typed(pd.concat(tables, ignore_index=True))
     target = Path(out) if out is not None else default_output(loaded.name, set_name)
     with atomic_path(target) as tmp:

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from wspec import spectra
-from wspec.paths import atomic_write_text, cache_dir, source_digest
+from wspec import cache as wcache
+from wspec.paths import atomic_write_text
 from wspec.spectra import (
     GRAPH_METRICS,
     MAX_GRAPH_NODES,
@@ -45,13 +44,6 @@ from wspec.spectra import (
 
 RATIO_METRICS: frozenset[str] = frozenset({"n_eff", "participation_ratio", "stable_rank"})
 """Metrics normalised by division (size-like); all others are normalised by subtraction."""
-
-
-@functools.cache
-def _null_code() -> str:
-    """Hash of the code a null value depends on (the metrics and this null), for its file
-    name: a changed metric recomputes the nulls instead of reading stale ones."""
-    return source_digest(Path(spectra.__file__), _gaussian_null).hexdigest()[:12]
 
 
 def null_control(metric: str) -> str:
@@ -136,7 +128,7 @@ def gaussian_null(
     Computed the same way as the activations (centred covariance spectrum), from
     `draws` seeded matrices.  The spread of these metrics over draws is small next to
     their mean for the shapes used here, so a handful of draws suffices; the values
-    are stored under cache_dir('nulls') because they only depend on the shape.
+    are stored in the cache (`wspec.cache.NULLS`) because they only depend on the shape.
     """
     return dict(_gaussian_null(int(n_rows), int(d), tuple(int(k) for k in ks), draws, seed))
 
@@ -145,7 +137,8 @@ def gaussian_null(
 def _gaussian_null(
     n_rows: int, d: int, ks: tuple[int, ...], draws: int, seed: int
 ) -> tuple[tuple[tuple[str, int], float], ...]:
-    path = cache_dir("nulls") / f"{_null_code()}_n{n_rows}_d{d}_r{draws}_s{seed}.json"
+    key = wcache.NULLS.key(n_rows=n_rows, d=d, draws=draws, seed=seed)
+    path = wcache.NULLS.dir() / f"{key}.json"
     stored: dict[str, float] = {}
     if path.exists():
         stored = json.loads(path.read_text())

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from wspec.book import DEFAULT_MODELS, build
+from wspec.scale import SCHEDULER_ENV, add_scheduler_argument, scheduler_choice
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.scheduler:  # the chapters' kernels inherit it (wspec.scale reads the variable)
+        os.environ[SCHEDULER_ENV] = scheduler_choice(args.scheduler)
     times = build(
         args.models,
         reduced=args.reduced,
@@ -49,4 +53,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pdf", action=argparse.BooleanOptionalAction, default=True, help="build the PDF"
     )
     parser.add_argument("--root", help="book root (default: the checkout holding _config.yml)")
+    add_scheduler_argument(parser)
     parser.set_defaults(func=_run)

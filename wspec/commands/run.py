@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import time
 
+from wspec.scale import add_scheduler_argument
+
 
 def _run(args: argparse.Namespace) -> int:
     from wspec.pipeline import default_output, run_model  # heavy: import on use
 
     start = time.perf_counter()
     progress = not args.quiet
-    table = run_model(args.model, args.set, out=args.out, progress=progress, device=args.device)
+    table = run_model(
+        args.model,
+        args.set,
+        out=args.out,
+        progress=progress,
+        device=args.device,
+        scheduler=args.scheduler,
+    )
     seconds = time.perf_counter() - start
     out = args.out or default_output(table["model"].iloc[0], args.set)
     n_stim = table["stimulus_id"].nunique()
@@ -41,4 +50,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="output parquet (default: in the wspec cache)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scheduler_argument(parser)
     parser.set_defaults(func=_run)

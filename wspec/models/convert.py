@@ -21,17 +21,17 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
+from wspec.cache import CONVERSIONS
 from wspec.models import bundled
 from wspec.models.ct2_format import TruncatedModelError, read_ct2
 from wspec.models.ct2_to_hf import whisper_config, whisper_state_dict
-from wspec.paths import cache_dir
-
-CONVERTER_VERSION = "1"
 
 
 def converted_dir(bundle: bundled.Bundle) -> Path:
-    key = bundled.fingerprint(bundle)[:16]
-    return cache_dir("models") / f"{bundle.name}-ct2-{key}-v{CONVERTER_VERSION}"
+    """Where a bundle's conversion lives, keyed (`wspec.cache.CONVERSIONS`) on the bundle's
+    files and the converter's code, so an edited converter converts again."""
+    key = CONVERSIONS.key(model=bundled.fingerprint(bundle))
+    return CONVERSIONS.dir() / f"{bundle.name}-ct2-{key[:16]}"
 
 
 def special_ids(tokenizer: WhisperTokenizerFast) -> dict[str, int]:
