@@ -26,6 +26,11 @@ The decode runs once: with the budget in place, the natural decode's activations
 first n_tokens + 1 rows (the decoder is causal), so every natural control uses those rows
 and budget_T uses the first T₀.
 
+The same decode also leaves two small per-clip feature vectors for the hallucination probes
+(`probe_features`, written to `*.features.parquet`): LapEigvals-style top-k Laplacian
+eigenvalues of every decoder layer's per-head cross-attention map, and the mean-pooled
+residual state of the middle decoder layer, both over the natural rows.
+
 Results are cached per stimulus under cache_dir("runs", <model>) in files named by a
 content hash of (model, stimulus audio sha256, wspec code, settings).  Each file is
 written atomically, so an interrupted run resumes where it stopped and a repeated run
@@ -68,6 +73,7 @@ from wspec.spectra import (
     MAX_GRAPH_NODES,
     METRICS,
     attention_eigenvalues,
+    cross_attention_lap_eigvals,
     gram_eigenvalues,
     graph_laplacian_eigenvalues,
     metric_values,
@@ -76,7 +82,13 @@ from wspec.spectra import (
 from wspec.stimuli import build_stimuli
 from wspec.units import model_input_key, resampling_unit
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: per-clip probe features (LapEigvals, hidden state) in every result
+#: Probe features of a clip: "dec_cross_attn_lap/h<head>_eig<rank>/L<layer>" (the top
+#: `LAP_K` eigenvalues, see spectra.cross_attention_lap_eigvals) and "hidden:L<layer>:<i>"
+#: (the mean-pooled residual state of decoder layer L // 2, one column per dimension).
+LAP_COMPONENT = "dec_cross_attn_lap"
+LAP_K = 4
+HIDDEN_PREFIX = "hidden:"
 #: Metrics of the sensitivity variants (Table 1's three, plus the condition number that the
 #: book called K_f before it measured the paper's Kirchhoff index).
 SENSITIVITY_METRICS: tuple[str, ...] = ("n_eff", "log10_kf", "alpha", "log10_cond")
@@ -372,6 +384,22 @@ def eigen_spectra(captured: Captured, sites: list[Site], natural_rows: int, budg
     return out
 
 
+def probe_features(captured: Captured, natural_rows: int, decoder_layers: int) -> dict:
+    """The clip's LapEigvals and hidden-state features over its natural rows (see
+    `LAP_COMPONENT`, `HIDDEN_PREFIX`): small, so stored with the result, never recomputed."""
+    out: dict[str, float] = {}
+    for name, maps in captured.head_maps.items():
+        layer = int(name.split(".")[1])
+        eig = cross_attention_lap_eigvals(maps[:, :natural_rows], LAP_K)
+        for h, j in np.ndindex(eig.shape):
+            out[f"{LAP_COMPONENT}/h{h}_eig{j + 1}/L{layer}"] = float(eig[h, j])
+    middle = decoder_layers // 2
+    hidden = captured.matrices[f"decoder.{middle}.residual"][:natural_rows].mean(dim=0)
+    for i, v in enumerate(hidden.cpu().numpy().astype(np.float32)):
+        out[f"{HIDDEN_PREFIX}L{middle}:{i:04d}"] = float(v)
+    return out
+
+
 def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
     """The first `n_rows` decision rows of every decoder site (encoder sites untouched).
 
@@ -392,7 +420,8 @@ def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
 def _analyse_stimulus(
     loaded, capture: ActivationCapture, stim: pd.Series, settings: SpectralSettings
 ):
-    """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra)."""
+    """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra,
+    probe features)."""
     audio = read_audio(stim["path"], allow_long=True)  # Whisper sees the first 30 s
     capture.start(encoder_frames(len(audio)))
     decoded = greedy_decode(
@@ -411,6 +440,7 @@ def _analyse_stimulus(
         for r in spectral_rows(budget, decoder_sites, settings, raw_only=True)
     ]
     eigen = eigen_spectra(captured, capture.sites, natural_rows, settings.matched_rows)
+    features = probe_features(captured, natural_rows, loaded.model.config.decoder_layers)
     ident = {
         "schema_version": SCHEMA_VERSION,
         "model": loaded.name,
@@ -431,7 +461,7 @@ def _analyse_stimulus(
         "no_speech_prob": decoded.no_speech_prob,
         "compression_ratio": decoded.compression_ratio,
     }
-    return _typed(df), decode, eigen
+    return _typed(df), decode, eigen, features
 
 
 def _units(stim: pd.Series) -> dict[str, str]:
@@ -453,23 +483,32 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _write_result(path: Path, df: pd.DataFrame, decode: dict, eigen: list) -> None:
-    """One file per stimulus, written atomically: the rows, with the decode and the
-    eigen-spectra in its metadata (so a result is never half there)."""
+def _write_result(path: Path, df: pd.DataFrame, decode: dict, eigen: list, features: dict) -> None:
+    """One file per stimulus, written atomically: the rows, with the decode, the
+    eigen-spectra and the probe features in its metadata (so a result is never half there)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {}) | {
         b"wspec_decode": json.dumps(decode).encode(),
         b"wspec_eigen": json.dumps(eigen).encode(),
+        b"wspec_features": json.dumps(features).encode(),
     }
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
-def read_result(path: Path) -> tuple[pd.DataFrame, dict, list]:
-    """One cached stimulus result: (rows, decode dict, eigen-spectra)."""
+def read_result(path: Path) -> tuple[pd.DataFrame, dict, list, dict]:
+    """One cached stimulus result: (rows, decode dict, eigen-spectra, probe features).
+
+    A file of an older schema (one without every field) is an error, never read as if
+    complete; its cache key cannot match today's anyway (SCHEMA_VERSION is part of it).
+    """
     table = pq.read_table(path)
-    meta = table.schema.metadata
-    return table.to_pandas(), json.loads(meta[b"wspec_decode"]), json.loads(meta[b"wspec_eigen"])
+    meta = table.schema.metadata or {}
+    fields = (b"wspec_decode", b"wspec_eigen", b"wspec_features")
+    if not all(f in meta for f in fields):
+        raise WspecError(f"{path} is a result of an older wspec; delete it to recompute it.")
+    decode, eigen, features = (json.loads(meta[f]) for f in fields)
+    return table.to_pandas(), decode, eigen, features
 
 
 def _eigen_table(ident: dict, eigen: list) -> pd.DataFrame:
@@ -491,6 +530,11 @@ def default_output(model: str, set_name: str) -> Path:
     return cache_dir("runs") / f"{safe_name(model)}__{safe_name(set_name)}.parquet"
 
 
+def features_path(table: Path) -> Path:
+    """The probe-feature table written beside a run's table."""
+    return table.with_name(table.stem + ".features.parquet")
+
+
 def run_model(
     spec: str,
     set_name: str = "default",
@@ -509,7 +553,9 @@ def run_model(
     reuses an already loaded model; `cache` replaces cache_dir("runs") as the folder of
     per-stimulus results.  Writes the table to `out` (default:
     `default_output(spec, set_name)`), the decodes beside it (`*.decodes.parquet`) and the
-    decoder eigen-spectra (`*.eigen.parquet`, `EIGEN_COLUMNS`).
+    decoder eigen-spectra (`*.eigen.parquet`, `EIGEN_COLUMNS`) and the probe features
+    (`*.features.parquet`: model, stimulus_id and one column per feature, see
+    `probe_features`).
     """
     settings = settings or SpectralSettings()
     if manifest is None:
@@ -525,6 +571,7 @@ def run_model(
     tables: list[pd.DataFrame] = []
     decodes: list[dict] = []
     eigens: list[pd.DataFrame] = []
+    features: list[dict] = []
     with ActivationCapture(loaded.model) as capture:
         clips = list(manifest.itertuples(index=False))
         for stim in track(clips, f"spectra {loaded.name}", unit="clips", enabled=progress):
@@ -533,10 +580,13 @@ def run_model(
             key = stimulus_key(loaded.identity, sha, settings, code, loaded.device.type)
             path = folder / f"{safe_name(str(stim['id']))}-{key}.parquet"
             if path.is_file():
-                df, decode, eigen = read_result(path)
+                df, decode, eigen, feats = read_result(path)
             else:
-                df, decode, eigen = _analyse_stimulus(loaded, capture, stim, settings)
-                _write_result(path, df, decode, eigen)
+                df, decode, eigen, feats = _analyse_stimulus(loaded, capture, stim, settings)
+                _write_result(path, df, decode, eigen, feats)
+            features.append(
+                {"model": decode["model"], "stimulus_id": decode["stimulus_id"]} | feats
+            )
             units = _units(stim)
             tables.append(df.assign(**units)[list(COLUMNS)])
             decodes.append(decode | units)
@@ -552,4 +602,6 @@ def run_model(
         decode_df.to_parquet(tmp, index=False)
     with atomic_path(target.with_name(target.stem + ".eigen.parquet")) as tmp:
         pd.concat(eigens, ignore_index=True).to_parquet(tmp, index=False)
+    with atomic_path(features_path(target)) as tmp:
+        pd.DataFrame(features).to_parquet(tmp, index=False)
     return table
