@@ -61,7 +61,7 @@ from wspec.detection import (
 )
 from wspec.errors import WspecError
 from wspec.labels import LOGPROB_LIMIT, NO_SPEECH_LIMIT
-from wspec.pipeline import HIDDEN_PREFIX
+from wspec.pipeline import HIDDEN_PREFIX, LAP_COMPONENT
 from wspec.protocol import FORCED_CONTROL
 
 #: Whisper's own signals for the baseline (a): what a user of Whisper gets for free.
@@ -254,17 +254,30 @@ def oof_scores(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndar
     return scores, degenerate
 
 
-def all_scores(cases: pd.DataFrame, *, seed: int = SEED) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Out-of-fold scores of every detector (columns) per case, and one-class fold counts."""
+def fitted_scores(
+    cases: pd.DataFrame, detectors: dict[str, list[str]], *, seed: int = SEED
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Out-of-fold scores of fitted detectors {name: feature columns} on the shared folds,
+    and their one-class fold counts."""
     y = cases["label"].to_numpy(bool)
     folds = fold_ids(y, cases["cluster"].astype(str).tolist(), seed=seed)
     out = pd.DataFrame(index=cases.index)
     degenerate: dict[str, int] = {}
-    for name, columns in detector_columns(cases).items():
-        X = cases[columns].to_numpy(float)
-        out[name], degenerate[name] = oof_scores(X, y, folds)
+    for name, columns in detectors.items():
+        out[name], degenerate[name] = oof_scores(cases[columns].to_numpy(float), y, folds)
+    return out, degenerate
+
+
+def all_scores(cases: pd.DataFrame, *, seed: int = SEED) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Out-of-fold scores of every detector (columns) per case, and one-class fold counts."""
+    out, degenerate = fitted_scores(cases, detector_columns(cases), seed=seed)
     out[PREREG] = feature_direction(PREREGISTERED) * cases[PREREGISTERED].to_numpy(float)
     return out, degenerate
+
+
+def lap_columns(cases: pd.DataFrame) -> list[str]:
+    """The LapEigvals columns among the spectral ones (for the chapter's sensitivity table)."""
+    return [c for c in spectral_columns(cases) if c.startswith(LAP_COMPONENT + "/")]
 
 
 def evaluation_sets(cases: pd.DataFrame) -> dict[str, np.ndarray]:
