@@ -12,6 +12,7 @@ import torch
 from wspec import attractor as at
 from wspec import jacobian as jac
 from wspec.errors import WspecError
+from wspec.scale import one_thread
 
 
 @pytest.mark.parametrize("angle", [10.0, 30.0, 45.0, 80.0])
@@ -110,7 +111,7 @@ def test_real_tiny_en_stack_jacobian(tiny_en, sentence_audio, sentence_text) -> 
     pos = run.n_prompt - 1 + step
     f = at.stack_map(whisper, run, pos)
     h0 = run.dec_inputs[0][pos]
-    with torch.no_grad(), jac._one_thread(h0.device):  # weights untracked, one thread
+    with torch.no_grad(), one_thread(h0.device):  # weights untracked, one thread
         ids = torch.tensor([list(tiny_en.sot_sequence) + run.tokens])
         real = whisper.decoder(input_ids=ids, encoder_hidden_states=run.enc_out[None])
         out = whisper.decoder.layer_norm(f(h0))

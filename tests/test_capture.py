@@ -113,6 +113,10 @@ def test_tiny_en_shapes_and_values_match_a_full_forward_pass(tiny_en) -> None:
         torch.testing.assert_close(got_res, ref, atol=1e-4, rtol=1e-4)
         cross = full.cross_attentions[i][0].mean(0)[p - 1 :]
         torch.testing.assert_close(m[f"decoder.{i}.cross_attn_map"], cross, atol=1e-5, rtol=1e-4)
+        heads = got.head_maps[f"decoder.{i}.cross_attn_map"]  # per head, same rows
+        assert heads.shape == (loaded.model.config.decoder_attention_heads, t, 1500)
+        ref_heads = full.cross_attentions[i][0][:, p - 1 :]
+        torch.testing.assert_close(heads, ref_heads, atol=1e-5, rtol=1e-4)
     enc_ref = full.encoder_hidden_states[2][0, :f]  # after encoder layer 1
     torch.testing.assert_close(m["encoder.1.residual"], enc_ref, atol=1e-4, rtol=1e-4)
 

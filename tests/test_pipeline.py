@@ -188,6 +188,55 @@ def test_decodes_are_written_beside_the_table(full_run, tmp_path_factory) -> Non
     assert "fence" in text["speech-b"].lower()
 
 
+def test_probe_features_are_stored_from_the_same_decode(
+    full_run, manifest, tmp_path_factory, tiny_en
+) -> None:
+    """LapEigvals of every layer × head and the middle layer's mean residual, one row per clip,
+    equal to what a fresh capture of the natural rows gives."""
+    from wspec.audio import read_audio
+    from wspec.capture import ActivationCapture, encoder_frames
+    from wspec.decoding import greedy_decode
+    from wspec.spectra import cross_attention_lap_eigvals
+
+    path = next(tmp_path_factory.getbasetemp().glob("run*/t.features.parquet"))
+    feats = pd.read_parquet(path).set_index("stimulus_id")
+    assert sorted(feats.index) == sorted(manifest["id"])
+    config = tiny_en.model.config
+    lap = [c for c in feats.columns if c.startswith(pipeline.LAP_COMPONENT + "/")]
+    hidden = [c for c in feats.columns if c.startswith(pipeline.HIDDEN_PREFIX)]
+    n_heads = config.decoder_attention_heads
+    assert len(lap) == config.decoder_layers * n_heads * pipeline.LAP_K
+    middle = config.decoder_layers // 2
+    assert len(hidden) == config.d_model and hidden[0] == f"hidden:L{middle}:0000"
+
+    audio = read_audio(manifest.set_index("id").loc["speech-b", "path"])
+    names = [f"decoder.{middle}.residual", "decoder.1.cross_attn_map"]
+    with ActivationCapture(tiny_en.model, names) as cap:
+        cap.start(encoder_frames(len(audio)))
+        decoded = greedy_decode(tiny_en, audio, max_new_tokens=SETTINGS.max_new_tokens)
+        got = cap.collect()
+    rows = len(decoded.tokens) + 1  # natural rows: prompt row + every chosen token
+    # Same float32 forward pass, same reductions: 1e-5 absolute on O(1) activations.
+    expect = got.matrices[f"decoder.{middle}.residual"][:rows].mean(0).numpy()
+    np.testing.assert_allclose(feats.loc["speech-b", hidden].to_numpy(float), expect, atol=1e-5)
+    eig = cross_attention_lap_eigvals(got.head_maps["decoder.1.cross_attn_map"][:, :rows], 4)
+    cols = [
+        f"{pipeline.LAP_COMPONENT}/h{h}_eig{j + 1}/L1" for h in range(n_heads) for j in range(4)
+    ]
+    np.testing.assert_allclose(feats.loc["speech-b", cols].to_numpy(float), eig.ravel(), atol=1e-5)
+
+
+def test_a_result_without_the_probe_features_is_never_read(full_run, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old = pa.Table.from_pandas(full_run.head(3), preserve_index=False)
+    meta = {b"wspec_decode": b"{}", b"wspec_eigen": b"[]"}  # written before the features
+    pq.write_table(old.replace_schema_metadata(meta), tmp_path / "old.parquet")
+    with pytest.raises(WspecError, match="older wspec; delete it"):
+        pipeline.read_result(tmp_path / "old.parquet")
+
+
 def test_interrupted_run_resumes_and_recomputes_only_missing(
     manifest, full_run, tmp_path, monkeypatch, tiny_en
 ) -> None:

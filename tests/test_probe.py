@@ -16,6 +16,7 @@ def _cases(n_clusters: int = 24, per: int = 3, seed: int = 0) -> pd.DataFrame:
     """Clusters of `per` cases sharing a label; one spectral feature carries the label, the
     Whisper signals are noise; every fourth cluster is non-speech."""
     rng = np.random.default_rng(seed)
+    hid = np.random.default_rng(seed + 1)  # own stream: the other features stay as they were
     halluc = np.arange(n_clusters) % 3 == 0
     rows = []
     for c in range(n_clusters):
@@ -34,6 +35,8 @@ def _cases(n_clusters: int = 24, per: int = 3, seed: int = 0) -> pd.DataFrame:
                     probe.PREREGISTERED: rng.normal() + 2.0 * halluc[c],
                     "dec_cross_attn/n_eff/L0": rng.normal() - 2.0 * halluc[c],
                     "dec_self_attn/n_eff/L0": np.nan if j == 0 else rng.normal(),
+                    "hidden:L2:0000": hid.normal() + 2.0 * halluc[c],
+                    "hidden:L2:0001": hid.normal(),
                 }
             )
     return pd.DataFrame(rows)
@@ -103,8 +106,40 @@ def test_detectors_sets_and_gains_on_planted_signal() -> None:
     assert speech["n_pos"] + speech["n_neg"] == (cases["family"] != "nonspeech").sum()
     confident = (cases["avg_logprob"] > -1) & (cases["no_speech_prob"] < 0.6)
     assert table.loc[("confident", probe.SPECTRAL), "n_neg"] == (confident & ~cases["label"]).sum()
+    hidden = table.loc[("all", probe.HIDDEN)]  # (d): the planted hidden-state dimension
+    assert hidden["auroc"] > 0.8 and hidden["auroc_low"] > 0.65
     gains = probe.gains(cases, scores, n_boot=300).set_index(["set", "comparison"])
     assert gains.loc[("all", "(c) − (a)"), "gain_low"] > 0
+    assert gains.loc[("all", "(d) − (a)"), "gain_low"] > 0
+    assert (gains["note"] == "").all()  # (a) is noise: there is room to gain everywhere
+
+
+def test_a_perfect_baseline_leaves_no_room_and_says_so() -> None:
+    cases = _cases()
+    # Whisper's signals and the spectral feature both separate every case perfectly.
+    cases["no_speech_prob"] = np.where(cases["label"], 0.5, 0.1)
+    cases["dec_cross_attn/n_eff/L0"] = np.where(cases["label"], -5.0, 5.0)
+    scores, _ = probe.all_scores(cases)
+    g = probe.gains(cases, scores, n_boot=200).set_index(["set", "comparison"])
+    row = g.loc[("all", "(c) − (a)")]
+    assert (row["gain"], row["gain_low"], row["gain_high"]) == (0.0, 0.0, 0.0)
+    assert row["note"] == probe.NO_ROOM
+
+
+def test_stored_features_join_by_model_and_missing_ones_fail() -> None:
+    ids = pd.Series(["a", "b"])
+    feats = pd.DataFrame(
+        {
+            "model": ["tiny.en", "tiny.en", "base", "base"],
+            "stimulus_id": ["b", "a", "a", "b"],
+            "hidden:L2:0000": [2.0, 1.0, 9.0, 9.0],
+            "hidden:L3:0000": [np.nan, np.nan, 7.0, 7.0],  # base's layer: not tiny.en's
+        }
+    )
+    got = probe._stored_features(feats, "tiny.en", ids)
+    assert list(got.columns) == ["hidden:L2:0000"] and got.iloc[:, 0].tolist() == [1.0, 2.0]
+    with pytest.raises(WspecError, match="re-run the model"):
+        probe._stored_features(feats, "tiny.en", pd.Series(["a", "c"]))
 
 
 def test_spectral_matrix_is_per_layer_and_keeps_gaps() -> None:

@@ -147,3 +147,28 @@ def test_attention_graph_spectrum() -> None:
     # any non-negative map: the degree-normalised top singular value is exactly 1
     rand = torch.softmax(torch.randn(3, t, s, generator=torch.Generator().manual_seed(6)), -1)
     np.testing.assert_allclose(attention_eigenvalues(rand)[:, 0].numpy(), 1.0, rtol=1e-12)
+
+
+def test_cross_attention_lap_eigvals_match_networkx_and_pad_short_decodes() -> None:
+    # Independent check: networkx's normalised Laplacian of W = A Aᵀ without self-loops.
+    # Both are float64 eigen-solves of the same small matrix: equal to 1e-10.
+    import networkx as nx
+
+    from wspec.spectra import cross_attention_lap_eigvals
+
+    rng = np.random.default_rng(3)
+    maps = torch.softmax(torch.as_tensor(rng.normal(size=(3, 7, 50)) * 3), dim=-1)
+    got = cross_attention_lap_eigvals(maps, 4)
+    assert got.shape == (3, 4)
+    for h in range(3):
+        a = maps[h].numpy()
+        w = a @ a.T
+        np.fill_diagonal(w, 0.0)
+        lap = nx.normalized_laplacian_matrix(nx.from_numpy_array(w)).toarray()
+        ref = np.sort(np.linalg.eigvalsh(lap))[::-1][:4]
+        np.testing.assert_allclose(got[h], ref, atol=1e-10)
+    assert ((got >= 0) & (got <= 2 + 1e-12)).all()
+    short = cross_attention_lap_eigvals(maps[:, :2], 4)  # two positions: two eigenvalues
+    assert np.isfinite(short[:, :2]).all() and np.isnan(short[:, 2:]).all()
+    alone = cross_attention_lap_eigvals(maps[:, :1], 4)  # one isolated node: 0, as networkx
+    np.testing.assert_array_equal(alone[:, 0], 0.0)

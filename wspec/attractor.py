@@ -24,20 +24,19 @@ two independent random directions would give, the null the shares are read again
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.special import betainc
 
+from wspec import cache as wcache
 from wspec import jacobian as jac
 from wspec.errors import WspecError
-from wspec.paths import atomic_path, cache_dir, source_digest
 from wspec.phase import ATTRACTOR_ANGLE_DEG, ATTRACTOR_GAP
+from wspec.scale import one_thread
 from wspec.stats import bootstrap_delta, cell_seed
 
 #: Angles (degrees) of the sensitivity table; the chapter's threshold is ATTRACTOR_ANGLE_DEG.
@@ -100,7 +99,7 @@ def top_at(
 ) -> jac.Triplet:
     """Top singular pair of J_L = d h_L / d h_0 at decoding step `step` (Lanczos, one thread)."""
     pos = run.n_prompt - 1 + step
-    with jac._one_thread(run.enc_out.device):
+    with one_thread(run.enc_out.device):
         return jac.top_singular(
             stack_map(whisper, run, pos), run.dec_inputs[0][pos], seed=seed, tol=tol
         )
@@ -133,18 +132,6 @@ def measure_run(
     return pd.DataFrame(rows)
 
 
-def _capture(loaded, audio: np.ndarray, tokens: Sequence[int] | None, max_new_tokens: int):
-    """The clip's real run on its decode (given, or greedy here), as jacobian.measure_clip."""
-    from wspec.decoding import greedy_decode, log_mel
-
-    with jac._one_thread(loaded.device):
-        features = log_mel(loaded, audio)
-        if tokens is None:
-            tokens = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens).tokens
-        ids = list(loaded.sot_sequence) + [int(t) for t in tokens[:max_new_tokens]]
-        return jac.capture_run(loaded.model, features, ids, len(loaded.sot_sequence))
-
-
 def measure_clips(
     loaded,
     clips: dict[str, tuple[str, np.ndarray]],
@@ -156,31 +143,25 @@ def measure_clips(
     """`measure_run` for every {stimulus_id: (family, audio)}, cached on disk.
 
     `tokens`: known decodes by stimulus id (the runs' natural decodes); clips without one are
-    greedy-decoded. The cache key covers the model, every clip's samples and tokens, the
-    settings and the code (this module and the jacobian functions it calls).
+    greedy-decoded. The cache key (`wspec.cache.ATTRACTORS`) covers the model, every clip's
+    samples and tokens, the settings and the code.
     """
     tokens = {sid: [int(t) for t in toks] for sid, toks in (tokens or {}).items()}
-    digest = source_digest(
-        Path(__file__), jac.top_singular, jac.linear_maps, jac.decoder_maps, jac.capture_run
+    key = wcache.ATTRACTORS.key(
+        model=loaded.identity,
+        clips=jac.clips_digest(clips, tokens),
+        settings={"max_new_tokens": max_new_tokens, **kwargs},
     )
-    digest.update(loaded.identity.encode())
-    digest.update(json.dumps({"max_new_tokens": max_new_tokens, **kwargs}, sort_keys=True).encode())
-    for sid, (family, audio) in sorted(clips.items()):
-        digest.update(f"{sid}/{family}".encode())
-        digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
-        digest.update(json.dumps(tokens.get(sid)).encode())
-    path = cache_dir("jacobian", "attractor") / f"{digest.hexdigest()[:20]}.parquet"
-    if path.is_file():
-        return pd.read_parquet(path)
-    frames = []
-    for sid, (family, audio) in clips.items():
-        run = _capture(loaded, audio, tokens.get(sid), max_new_tokens)
-        frame = measure_run(loaded.model, run, **kwargs)
-        frames.append(frame.assign(model=loaded.name, stimulus_id=sid, family=family))
-    table = pd.concat(frames, ignore_index=True)
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
-    return table
+
+    def compute() -> pd.DataFrame:
+        frames = []
+        for sid, (family, audio) in clips.items():
+            run = jac.clip_run(loaded, audio, tokens.get(sid), max_new_tokens)
+            frame = measure_run(loaded.model, run, **kwargs)
+            frames.append(frame.assign(model=loaded.name, stimulus_id=sid, family=family))
+        return pd.concat(frames, ignore_index=True)
+
+    return wcache.fetch_frame(wcache.ATTRACTORS.dir() / f"{key}.parquet", compute)
 
 
 def persistence(

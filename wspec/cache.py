@@ -183,6 +183,8 @@ ATTACKS = Kind(
 NULLS = Kind(("nulls",), ("wspec.spectra", "wspec.seqlen:_gaussian_null"))
 #: Jacobian gain and alignment of decoded clips (wspec.jacobian).
 JACOBIANS = Kind(("jacobian", "clips"), ("wspec.jacobian",))
+#: Persistence of the top singular direction of the decoder stack over steps (wspec.attractor).
+ATTRACTORS = Kind(("jacobian", "attractor"), ("wspec.attractor", "wspec.jacobian"))
 #: CTranslate2 weights converted to a transformers checkpoint (wspec.models).
 CONVERSIONS = Kind(
     ("models",), ("wspec.models.convert", "wspec.models.ct2_to_hf", "wspec.models.ct2_format")

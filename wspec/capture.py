@@ -16,6 +16,7 @@ decoder.i.self_attn    self-attention output (after out_proj)          T × d
 decoder.i.self_attn_map  causal self-attention weights, head-averaged  T × (all positions)
 decoder.i.cross_attn   cross-attention output (after out_proj)         T × d
 decoder.i.cross_attn_map cross-attention weights, head-averaged        T × 1500
+                       (per head as well, in `Captured.head_maps`:      H × T × 1500)
 decoder.i.ffn          FFN output (fc2)                                T × d
 decoder.i.ffn_act      post-GELU FFN hidden state (input of fc2)       T × 4d
 decoder.i.residual     residual stream after layer i                    T × d
@@ -116,6 +117,8 @@ class Captured:
     """What one decode left behind: float32 matrices keyed by site name (rows first)."""
 
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Per-head cross-attention maps (H, T, 1500) by site name, for LapEigvals features.
+    head_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     n_rows_decoder: int = 0  # T: decision positions
     n_frames: int = 0  # F: unpadded encoder frames
 
@@ -139,6 +142,7 @@ class ActivationCapture:
         self.sites = select_sites(model.config, names)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._steps: dict[str, list[torch.Tensor]] = {}
+        self._heads: dict[str, list[torch.Tensor]] = {}
         self._encoder: dict[str, torch.Tensor] = {}
         self._n_frames = ENCODER_FRAMES
         self._saved_attn: str | None = None
@@ -233,7 +237,10 @@ class ActivationCapture:
                         f"{name}: attention weights are not returned; load the model with "
                         f"attn_implementation='eager' (wspec.models.load does)"
                     )
-                self._steps[f"{name}_map"].append(weights[0].detach().float().mean(dim=0))
+                per_head = weights[0].detach().float()  # (H, q, keys): one step is small
+                self._steps[f"{name}_map"].append(per_head.mean(dim=0))
+                if f"{name}_map" in self._heads:
+                    self._heads[f"{name}_map"].append(per_head)
 
         return hook
 
@@ -243,6 +250,7 @@ class ActivationCapture:
         self._n_frames = int(n_frames)
         self._encoder = {}
         self._steps = {s.name: [] for s in self.sites if s.stack == "decoder"}
+        self._heads = {s.name: [] for s in self.sites if s.part == "cross_attn_map"}
 
     def collect(self) -> Captured:
         """Matrices of the decode since `start()`, decoder steps joined at decision rows."""
@@ -262,6 +270,8 @@ class ActivationCapture:
             full = _join_causal(steps) if site.part == "self_attn_map" else torch.cat(steps)
             out.matrices[site.name] = full[first - 1 :]
             out.n_rows_decoder = full.shape[0] - first + 1
+            if site.name in self._heads:
+                out.head_maps[site.name] = torch.cat(self._heads[site.name], dim=1)[:, first - 1 :]
         if missing:
             raise WspecError(
                 f"no activations reached {missing[:3]}…; run the model inside the capture block "

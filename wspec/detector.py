@@ -1,12 +1,14 @@
 """The hallucination probe as a tool: train it on a model's run, store it, apply it to new audio.
 
 The stored probe is detector (e) of `wspec.probe` (Whisper's signals + per-layer spectral
-features) fitted on every case of one model's run, saved with joblib beside that run's table
-in the wspec cache (`probe_path`), together with what a user needs to trust it: the model
-identity (name and weights), the training set, its cross-validated AUROC per evaluation set and
-the library versions. Applying it to a file runs the same single decode as the pipeline
-(`pipeline.run_model` on a one-row manifest), so the features are computed exactly as in
-training; a probe of other weights, or none, is an error that says how to train one.
+features + LapEigvals of the per-head cross-attention maps) fitted on every case of one
+model's run, saved with joblib beside that run's table in the wspec cache (`probe_path`),
+together with what a user needs to trust it: the model identity (name and weights), the
+training set, its cross-validated AUROC per evaluation set, the library versions and the
+feature columns it reads (``columns``). Applying it to a file runs the same single decode as
+the pipeline (`pipeline.run_model` on a one-row manifest), so the features are computed
+exactly as in training; a probe of other weights, or none, is an error that says how to
+train one.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ def train(
     identity: str,
     model: str,
     training_set: str,
+    features: pd.DataFrame | None = None,
     n_boot: int = 500,
 ) -> dict:
-    """Cross-validate and fit detector (e) on one model's run; the bundle `save` stores."""
-    cases = probe.case_table(results, labels, durations, model=model)
+    """Cross-validate and fit detector (e) on one model's run; the bundle `save` stores.
+
+    `features` is the run's probe-feature table (`pipeline.features_path`)."""
+    cases = probe.case_table(results, labels, durations, model=model, features=features)
     scores, _ = probe.all_scores(cases)
     cv = probe.evaluate(cases, scores[[probe.COMBINED, probe.WHISPER_ALL]], n_boot=n_boot)
     pipe, columns = probe.fit(cases, probe.COMBINED)
@@ -140,17 +145,18 @@ def _sha256(path: Path) -> str:
 def detect(loaded, manifest: pd.DataFrame, bundle: dict) -> pd.DataFrame:
     """One row per file of a `user_manifest`: transcript, Whisper's signals, spectral
     features and p_hallucination."""
-    from wspec.pipeline import run_model
+    from wspec.pipeline import features_path, run_model
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "user.parquet"
         results = run_model(loaded.name, "user", out=out, progress=False, manifest=manifest,
                             loaded=loaded)  # fmt: skip
         decodes = pd.read_parquet(out.with_name("user.decodes.parquet"))
+        stored = pd.read_parquet(features_path(out)).drop(columns="model")
     spectral = probe.spectral_matrix(results, control=bundle["control"], K=bundle["K"])
     rows = decodes.set_index("stimulus_id")
     rows["duration_s"] = manifest.set_index("id")["duration_s"]
-    rows = rows.join(spectral)
+    rows = rows.join(spectral).join(stored.set_index("stimulus_id"))
     X = rows.reindex(columns=bundle["columns"]).to_numpy(float)
     rows["p_hallucination"] = bundle["pipeline"].predict_proba(X)[:, 1]
     rows["file"] = manifest.set_index("id")["path"]

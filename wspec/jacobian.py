@@ -382,6 +382,32 @@ def _measure_position(
     return rows
 
 
+def clip_run(loaded, audio: np.ndarray, tokens: Sequence[int] | None, max_new_tokens: int):
+    """A clip's real run (`capture_run`) on its decode: the given tokens, or a greedy decode
+    here, cut to `max_new_tokens`. Decode and capture run on one CPU thread: their steps
+    are as small as the Jacobian products, and on the shared machine they took 3x longer on
+    two threads."""
+    from wspec.decoding import greedy_decode, log_mel
+
+    with one_thread(loaded.device):
+        features = log_mel(loaded, audio)
+        if tokens is None:
+            tokens = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens).tokens
+        ids = list(loaded.sot_sequence) + [int(t) for t in tokens[:max_new_tokens]]
+        return capture_run(loaded.model, features, ids, len(loaded.sot_sequence))
+
+
+def clips_digest(clips: dict[str, tuple[str, np.ndarray]], tokens: dict[str, list[int]]) -> str:
+    """Hash of every clip's id, family, samples and given decode: the data part of a
+    Jacobian-measurement cache key."""
+    h = hashlib.sha256()
+    for sid, (family, audio) in sorted(clips.items()):
+        h.update(f"{sid}/{family}".encode())
+        h.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        h.update(json.dumps(tokens.get(sid)).encode())
+    return h.hexdigest()
+
+
 def measure_clip(
     loaded,
     audio: np.ndarray,
@@ -396,20 +422,13 @@ def measure_clip(
 
     `tokens`: the clip's decode when it is already known (the spectral pipeline's, so that
     rho is measured on the very rows whose spectrum it is compared with, and the decode is
-    not paid twice); else it is greedy-decoded here. At most `max_new_tokens` are used.
-    The decode and capture run on one CPU thread too: their steps are as small as the
-    Jacobian products, and on the shared machine they took 3x longer on two threads.
+    not paid twice); else it is greedy-decoded here (`clip_run`). At most `max_new_tokens`
+    are used.
     """
     from wspec.audio import SAMPLE_RATE
-    from wspec.decoding import greedy_decode, log_mel
 
-    with one_thread(loaded.device):
-        features = log_mel(loaded, audio)
-        if tokens is None:
-            tokens = greedy_decode(loaded, features=features, max_new_tokens=max_new_tokens).tokens
-        tokens = [int(t) for t in tokens[:max_new_tokens]]
-        ids = list(loaded.sot_sequence) + tokens
-        run = capture_run(loaded.model, features, ids, len(loaded.sot_sequence))
+    run = clip_run(loaded, audio, tokens, max_new_tokens)
+    tokens = run.tokens
     n_audio = max(1, int(math.ceil(len(audio) / SAMPLE_RATE * 50)))  # 50 encoder frames / s
     df = measure_run(loaded.model, run, n_frames_audio=n_audio, **kwargs)
     df.insert(0, "family", family)
@@ -429,18 +448,13 @@ def measure_clips(
     """measure_clip over {stimulus_id: (family, audio)}, cached on disk.
 
     `tokens`: known decodes by stimulus id (see measure_clip); clips without one are decoded.
-    The key covers the model and its weights version, every clip's samples and given tokens,
-    the keyword arguments and this module's source, so a change to any of them recomputes
-    instead of reusing stale numbers.
+    The key (`wspec.cache.JACOBIANS`) covers the model and its weights version, every clip's
+    samples and given tokens, the keyword arguments and the code, so a change to any of them
+    recomputes instead of reusing stale numbers.
     """
     tokens = {sid: [int(t) for t in toks] for sid, toks in (tokens or {}).items()}
-    clips_digest = hashlib.sha256()
-    for sid, (family, audio) in sorted(clips.items()):
-        clips_digest.update(f"{sid}/{family}".encode())
-        clips_digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
-        clips_digest.update(json.dumps(tokens.get(sid)).encode())
     key = wcache.JACOBIANS.key(
-        model=loaded.identity, clips=clips_digest.hexdigest(), settings=kwargs
+        model=loaded.identity, clips=clips_digest(clips, tokens), settings=kwargs
     )
 
     def compute() -> pd.DataFrame:

@@ -26,6 +26,11 @@ The decode runs once: with the budget in place, the natural decode's activations
 first n_tokens + 1 rows (the decoder is causal), so every natural control uses those rows
 and budget_T uses the first T₀.
 
+The same decode also leaves two small per-clip feature vectors for the hallucination probes
+(`probe_features`, written to `*.features.parquet`): LapEigvals-style top-k Laplacian
+eigenvalues of every decoder layer's per-head cross-attention map, and the mean-pooled
+residual state of the middle decoder layer, both over the natural rows.
+
 Results are cached per stimulus under the `wspec.cache.RUNS` folder, <model>/, in files named
 by a content hash of (model, stimulus audio sha256, the code RUNS declares, settings).  Each file is
 written atomically, so an interrupted run resumes where it stopped and a repeated run
@@ -68,6 +73,7 @@ from wspec.spectra import (
     MAX_GRAPH_NODES,
     METRICS,
     attention_eigenvalues,
+    cross_attention_lap_eigvals,
     gram_eigenvalues,
     graph_laplacian_eigenvalues,
     metric_values,
@@ -76,6 +82,12 @@ from wspec.spectra import (
 from wspec.stimuli import build_stimuli
 from wspec.units import model_input_key, resampling_unit
 
+#: Probe features of a clip: "dec_cross_attn_lap/h<head>_eig<rank>/L<layer>" (the top
+#: `LAP_K` eigenvalues, see spectra.cross_attention_lap_eigvals) and "hidden:L<layer>:<i>"
+#: (the mean-pooled residual state of decoder layer L // 2, one column per dimension).
+LAP_COMPONENT = "dec_cross_attn_lap"
+LAP_K = 4
+HIDDEN_PREFIX = "hidden:"
 #: Metrics of the sensitivity variants (Table 1's three, plus the condition number that the
 #: book called K_f before it measured the paper's Kirchhoff index).
 SENSITIVITY_METRICS: tuple[str, ...] = ("n_eff", "log10_kf", "alpha", "log10_cond")
@@ -347,6 +359,22 @@ def eigen_spectra(captured: Captured, sites: list[Site], natural_rows: int, budg
     return out
 
 
+def probe_features(captured: Captured, natural_rows: int, decoder_layers: int) -> dict:
+    """The clip's LapEigvals and hidden-state features over its natural rows (see
+    `LAP_COMPONENT`, `HIDDEN_PREFIX`): small, so stored with the result, never recomputed."""
+    out: dict[str, float] = {}
+    for name, maps in captured.head_maps.items():
+        layer = int(name.split(".")[1])
+        eig = cross_attention_lap_eigvals(maps[:, :natural_rows], LAP_K)
+        for h, j in np.ndindex(eig.shape):
+            out[f"{LAP_COMPONENT}/h{h}_eig{j + 1}/L{layer}"] = float(eig[h, j])
+    middle = decoder_layers // 2
+    hidden = captured.matrices[f"decoder.{middle}.residual"][:natural_rows].mean(dim=0)
+    for i, v in enumerate(hidden.cpu().numpy().astype(np.float32)):
+        out[f"{HIDDEN_PREFIX}L{middle}:{i:04d}"] = float(v)
+    return out
+
+
 def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
     """The first `n_rows` decision rows of every decoder site (encoder sites untouched).
 
@@ -367,7 +395,8 @@ def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
 def _analyse_stimulus(
     loaded, capture: ActivationCapture, stim: pd.Series, settings: SpectralSettings
 ):
-    """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra)."""
+    """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra,
+    probe features)."""
     audio = read_audio(stim["path"], allow_long=True)  # Whisper sees the first 30 s
     capture.start(encoder_frames(len(audio)))
     decoded = greedy_decode(
@@ -386,6 +415,7 @@ def _analyse_stimulus(
         for r in spectral_rows(budget, decoder_sites, settings, raw_only=True)
     ]
     eigen = eigen_spectra(captured, capture.sites, natural_rows, settings.matched_rows)
+    features = probe_features(captured, natural_rows, loaded.model.config.decoder_layers)
     ident = {
         "model": loaded.name,
         "stimulus_id": str(stim["id"]),
@@ -405,7 +435,7 @@ def _analyse_stimulus(
         "no_speech_prob": decoded.no_speech_prob,
         "compression_ratio": decoded.compression_ratio,
     }
-    return _typed(df), decode, eigen
+    return _typed(df), decode, eigen, features
 
 
 def _units(stim: pd.Series) -> dict[str, str]:
@@ -427,23 +457,33 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _write_result(path: Path, df: pd.DataFrame, decode: dict, eigen: list) -> None:
-    """One file per stimulus, written atomically: the rows, with the decode and the
-    eigen-spectra in its metadata (so a result is never half there)."""
+def _write_result(path: Path, df: pd.DataFrame, decode: dict, eigen: list, features: dict) -> None:
+    """One file per stimulus, written atomically: the rows, with the decode, the
+    eigen-spectra and the probe features in its metadata (so a result is never half there)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {}) | {
         b"wspec_decode": json.dumps(decode).encode(),
         b"wspec_eigen": json.dumps(eigen).encode(),
+        b"wspec_features": json.dumps(features).encode(),
     }
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
-def read_result(path: Path) -> tuple[pd.DataFrame, dict, list]:
-    """One cached stimulus result: (rows, decode dict, eigen-spectra)."""
+def read_result(path: Path) -> tuple[pd.DataFrame, dict, list, dict]:
+    """One cached stimulus result: (rows, decode dict, eigen-spectra, probe features).
+
+    A file of an older schema (one without every field) is an error, never read as if
+    complete (its key cannot match today's anyway: it covers the code wspec.cache.RUNS
+    declares).
+    """
     table = pq.read_table(path)
-    meta = table.schema.metadata
-    return table.to_pandas(), json.loads(meta[b"wspec_decode"]), json.loads(meta[b"wspec_eigen"])
+    meta = table.schema.metadata or {}
+    fields = (b"wspec_decode", b"wspec_eigen", b"wspec_features")
+    if not all(f in meta for f in fields):
+        raise WspecError(f"{path} is a result of an older wspec; delete it to recompute it.")
+    decode, eigen, features = (json.loads(meta[f]) for f in fields)
+    return table.to_pandas(), decode, eigen, features
 
 
 def _eigen_table(ident: dict, eigen: list) -> pd.DataFrame:
@@ -478,9 +518,14 @@ def analyse_to_cache(
     call in this process) on one torch thread, so the numbers do not depend on where it ran."""
     loaded = loaded or _worker_model(spec, device)
     with one_thread(loaded.device), ActivationCapture(loaded.model) as capture:
-        df, decode, eigen = _analyse_stimulus(loaded, capture, pd.Series(stim), settings)
-    _write_result(Path(path), df, decode, eigen)
+        result = _analyse_stimulus(loaded, capture, pd.Series(stim), settings)
+    _write_result(Path(path), *result)
     return path
+
+
+def features_path(table: Path) -> Path:
+    """The probe-feature table written beside a run's table."""
+    return table.with_name(table.stem + ".features.parquet")
 
 
 def run_model(
@@ -503,8 +548,9 @@ def run_model(
     of per-stimulus results; `scheduler` says where clips not yet cached are analysed
     (`wspec.scale`: serial, a local Dask cluster by default, or a cluster's address).
     Writes the table to `out` (default: `default_output(spec, set_name)`), the decodes
-    beside it (`*.decodes.parquet`) and the decoder eigen-spectra (`*.eigen.parquet`,
-    `EIGEN_COLUMNS`).
+    beside it (`*.decodes.parquet`), the decoder eigen-spectra (`*.eigen.parquet`,
+    `EIGEN_COLUMNS`) and the probe features (`*.features.parquet`: model, stimulus_id and
+    one column per feature, see `probe_features`).
     """
     settings = settings or SpectralSettings()
     if manifest is None:
@@ -540,8 +586,10 @@ def run_model(
     tables: list[pd.DataFrame] = []
     decodes: list[dict] = []
     eigens: list[pd.DataFrame] = []
+    features: list[dict] = []
     for stim, path in zip(stims, paths, strict=True):
-        df, decode, eigen = read_result(path)
+        df, decode, eigen, feats = read_result(path)
+        features.append({"model": decode["model"], "stimulus_id": decode["stimulus_id"]} | feats)
         units = _units(stim)
         tables.append(df.assign(**units)[list(COLUMNS)])
         decodes.append(decode | units)
@@ -557,4 +605,6 @@ def run_model(
         decode_df.to_parquet(tmp, index=False)
     with atomic_path(target.with_name(target.stem + ".eigen.parquet")) as tmp:
         pd.concat(eigens, ignore_index=True).to_parquet(tmp, index=False)
+    with atomic_path(features_path(target)) as tmp:
+        pd.DataFrame(features).to_parquet(tmp, index=False)
     return table

@@ -8,10 +8,15 @@ and scored the same way:
   with the label, Whisper's five signals (`WHISPER_FEATURES`: avg log-prob, no-speech
   probability, compression ratio, natural token count, clip duration), the pre-registered
   single spectral feature (`PREREGISTERED`, layer mean) and the per-layer spectral features
-  "component/metric/L<layer>" of every decoder layer × component × metric (`spectral_matrix`).
+  "component/metric/L<layer>" of every decoder layer × component × metric (`spectral_matrix`),
+  with the per-clip features the pipeline stored from the same decode (`pipeline.features_path`):
+  LapEigvals of every layer's per-head cross-attention map ("dec_cross_attn_lap/h<h>_eig<j>/
+  L<layer>", spectral like the rest) and the mean-pooled middle-layer residual state
+  ("hidden:L<layer>:<i>").
 * **Detectors** (`detector_columns`): each Whisper signal alone, (a) all five in one
   logistic model, (b) the pre-registered feature as is (a fixed score, no fitting), (c) the
-  spectral probe, (e) (a) + (c). A fitted detector is median imputation with missing-value
+  spectral probe (per-layer metrics + LapEigvals), (d) the hidden-state probe in the style of
+  Jasiński et al. 2026, (e) (a) + (c). A fitted detector is median imputation with missing-value
   indicators, standardization and an L2 logistic regression with a fixed C (`PROBE_C`,
   never tuned), all inside the fold (`make_probe`).
 * **Cross-validation** (`fold_ids`, `oof_scores`): `StratifiedGroupKFold` grouped by the
@@ -25,8 +30,10 @@ and scored the same way:
   one deployed would be, and judged where Whisper's signals are weakest.
 * **Metrics** (`evaluate`, `gains`): AUROC (`detection.auroc`) and PR-AUC (scikit-learn's
   average precision) with percentile intervals over cluster resamples
-  (`detection._boot_weights`), and the paired AUROC gains (c) − (a) and (e) − (a) from the
-  same resamples (`detection.paired_auroc_difference`).
+  (`detection._boot_weights`), and the paired AUROC gains (c) − (a), (d) − (a) and (e) − (a)
+  from the same resamples (`detection.paired_auroc_difference`). Where (a) is already perfect
+  on a set, a gain is 0 with a zero-width interval by construction; `gains` says so in its
+  ``note`` column rather than let it read as a measured null.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from wspec.detection import (
 )
 from wspec.errors import WspecError
 from wspec.labels import LOGPROB_LIMIT, NO_SPEECH_LIMIT
+from wspec.pipeline import HIDDEN_PREFIX, LAP_COMPONENT
 from wspec.protocol import FORCED_CONTROL
 
 #: Whisper's own signals for the baseline (a): what a user of Whisper gets for free.
@@ -81,7 +89,11 @@ SEED = 0
 WHISPER_ALL = "(a) Whisper's signals"
 PREREG = "(b) pre-registered feature"
 SPECTRAL = "(c) spectral probe"
+HIDDEN = "(d) hidden-state probe"
 COMBINED = "(e) Whisper + spectral"
+#: Detectors compared with (a) by `gains`; C6 judges (c) and (e) only (verdicts.C6_COMPARISONS).
+GAIN_DETECTORS: tuple[str, ...] = (SPECTRAL, HIDDEN, COMBINED)
+NO_ROOM = "no room to gain: (a) is already perfect on this set"
 #: Evaluation sets.
 SETS: tuple[str, ...] = ("all", "speech-derived", "confident")
 
@@ -119,10 +131,13 @@ def case_table(
     model: str,
     control: str = PROBE_CONTROL,
     label_column: str = "hallucinated",
+    features: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per distinct model input of `model`: label, Whisper features, spectral ones.
 
     `durations` maps stimulus_id → clip length in seconds (the manifest's ``duration_s``).
+    `features` is the run's probe-feature table (`pipeline.features_path`; rows of several
+    models allowed); without it the case table has no LapEigvals or hidden-state columns.
     The pre-registered feature is the layer mean under the control it was registered with, the
     forced budget (`protocol.FORCED_CONTROL`: a sensitivity baseline that enters no verdict),
     as in `detection.feature_table`, whose rows (and identical-input rule) this extends.
@@ -145,7 +160,24 @@ def case_table(
     base["duration_s"] = durations.reindex(base["stimulus_id"]).to_numpy(float)
     spectral = spectral_matrix(results[results["model"] == model], control=control)
     spectral = spectral.reindex(base["stimulus_id"]).reset_index(drop=True)
-    return pd.concat([base.reset_index(drop=True), spectral], axis=1)
+    parts = [base.reset_index(drop=True), spectral]
+    if features is not None:
+        parts.append(_stored_features(features, model, base["stimulus_id"]))
+    return pd.concat(parts, axis=1)
+
+
+def _stored_features(features: pd.DataFrame, model: str, ids: pd.Series) -> pd.DataFrame:
+    """One model's stored probe features in the order of `ids`; columns of other models
+    (another width of hidden state) are dropped, a stimulus without features is an error."""
+    own = features[features["model"] == model].set_index("stimulus_id")
+    missing = sorted(set(ids) - set(own.index))
+    if missing:
+        raise WspecError(
+            f"no stored probe features for {len(missing)} {model} stimuli (e.g. {missing[0]!r}); "
+            "re-run the model (`wspec book`) so that its run writes them"
+        )
+    own = own.drop(columns="model").dropna(axis=1, how="all")
+    return own.reindex(ids).reset_index(drop=True)
 
 
 def spectral_columns(cases: pd.DataFrame) -> list[str]:
@@ -153,15 +185,23 @@ def spectral_columns(cases: pd.DataFrame) -> list[str]:
     return [c for c in cases.columns if c.count("/") == 2]
 
 
+def hidden_columns(cases: pd.DataFrame) -> list[str]:
+    """The mean-pooled hidden-state columns of a `case_table` (empty without stored features)."""
+    return [c for c in cases.columns if str(c).startswith(HIDDEN_PREFIX)]
+
+
 def detector_columns(cases: pd.DataFrame) -> dict[str, list[str]]:
-    """Feature columns of every fitted detector (the pre-registered one is not fitted)."""
+    """Feature columns of every fitted detector (the pre-registered one is not fitted);
+    (d) only where the case table carries hidden states."""
     spectral = spectral_columns(cases)
     if not spectral:
         raise WspecError("the case table has no per-layer spectral features")
     single = {f"Whisper: {name}": [name] for name in WHISPER_FEATURES}
+    hidden = hidden_columns(cases)
     return single | {
         WHISPER_ALL: list(WHISPER_FEATURES),
         SPECTRAL: spectral,
+        **({HIDDEN: hidden} if hidden else {}),
         COMBINED: [*WHISPER_FEATURES, *spectral],
     }
 
@@ -214,17 +254,30 @@ def oof_scores(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndar
     return scores, degenerate
 
 
-def all_scores(cases: pd.DataFrame, *, seed: int = SEED) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Out-of-fold scores of every detector (columns) per case, and one-class fold counts."""
+def fitted_scores(
+    cases: pd.DataFrame, detectors: dict[str, list[str]], *, seed: int = SEED
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Out-of-fold scores of fitted detectors {name: feature columns} on the shared folds,
+    and their one-class fold counts."""
     y = cases["label"].to_numpy(bool)
     folds = fold_ids(y, cases["cluster"].astype(str).tolist(), seed=seed)
     out = pd.DataFrame(index=cases.index)
     degenerate: dict[str, int] = {}
-    for name, columns in detector_columns(cases).items():
-        X = cases[columns].to_numpy(float)
-        out[name], degenerate[name] = oof_scores(X, y, folds)
+    for name, columns in detectors.items():
+        out[name], degenerate[name] = oof_scores(cases[columns].to_numpy(float), y, folds)
+    return out, degenerate
+
+
+def all_scores(cases: pd.DataFrame, *, seed: int = SEED) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Out-of-fold scores of every detector (columns) per case, and one-class fold counts."""
+    out, degenerate = fitted_scores(cases, detector_columns(cases), seed=seed)
     out[PREREG] = feature_direction(PREREGISTERED) * cases[PREREGISTERED].to_numpy(float)
     return out, degenerate
+
+
+def lap_columns(cases: pd.DataFrame) -> list[str]:
+    """The LapEigvals columns among the spectral ones (for the chapter's sensitivity table)."""
+    return [c for c in spectral_columns(cases) if c.startswith(LAP_COMPONENT + "/")]
 
 
 def evaluation_sets(cases: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -287,6 +340,15 @@ def _metric_row(
     return row
 
 
+def _set_slices(cases: pd.DataFrame):
+    """(set name, mask, labels, clusters) of every evaluation set: the loop `evaluate` and
+    `gains` share."""
+    for set_name, mask in evaluation_sets(cases).items():
+        y = cases.loc[mask, "label"].to_numpy(bool)
+        clusters = cases.loc[mask, "cluster"].astype(str).to_numpy(object)
+        yield set_name, mask, y, clusters
+
+
 def evaluate(
     cases: pd.DataFrame,
     scores: pd.DataFrame,
@@ -297,9 +359,7 @@ def evaluate(
 ) -> pd.DataFrame:
     """One row per evaluation set × detector: counts, AUROC and PR-AUC with intervals."""
     rows = []
-    for set_name, mask in evaluation_sets(cases).items():
-        y = cases.loc[mask, "label"].to_numpy(bool)
-        clusters = cases.loc[mask, "cluster"].astype(str).to_numpy(object)
+    for set_name, mask, y, clusters in _set_slices(cases):
         for detector in scores.columns:
             s = scores.loc[mask, detector].to_numpy(float)
             ok = np.isfinite(s)
@@ -317,19 +377,21 @@ def gains(
     ci: float = 0.95,
     seed: int = SEED,
 ) -> pd.DataFrame:
-    """Paired AUROC gains (c) − (a) and (e) − (a) per evaluation set, same resamples for both.
+    """Paired AUROC gains over (a) of every `GAIN_DETECTORS` entry the scores carry, per
+    evaluation set, on the same resamples.
 
     Columns set, comparison, n_pos, n_neg, n_clusters_pos, n_clusters_neg, gain, gain_low,
-    gain_high (NaN where a set has fewer than 2 clusters of either class).
+    gain_high (NaN where a set has fewer than 2 clusters of either class) and note
+    (`NO_ROOM` where (a) already separates the set perfectly, so that no detector can gain
+    and the interval is [0, 0] by construction; '' otherwise).
     """
     rows = []
-    for set_name, mask in evaluation_sets(cases).items():
-        y = cases.loc[mask, "label"].to_numpy(bool)
-        clusters = cases.loc[mask, "cluster"].astype(str).to_numpy(object)
+    detectors = [d for d in GAIN_DETECTORS if d in scores.columns]
+    for set_name, mask, y, clusters in _set_slices(cases):
         base = scores.loc[mask, WHISPER_ALL].to_numpy(float)
-        for detector in (SPECTRAL, COMBINED):
+        for detector in detectors:
             row = {"set": set_name, "comparison": f"{detector[:3]} − {WHISPER_ALL[:3]}"}
-            row |= _counts(y, clusters)
+            row |= _counts(y, clusters) | {"note": ""}
             if min(row["n_clusters_pos"], row["n_clusters_neg"]) < 2:
                 rows.append(row | {"gain": np.nan, "gain_low": np.nan, "gain_high": np.nan})
                 continue
@@ -337,7 +399,8 @@ def gains(
             gain, lo, hi = paired_auroc_difference(
                 s, base, y, clusters=clusters, n_boot=n_boot, ci=ci, seed=seed
             )
-            rows.append(row | {"gain": gain, "gain_low": lo, "gain_high": hi})
+            note = NO_ROOM if auroc(base, y) == 1.0 else ""
+            rows.append(row | {"gain": gain, "gain_low": lo, "gain_high": hi, "note": note})
     return pd.DataFrame(rows)
 
 

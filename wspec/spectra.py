@@ -117,6 +117,31 @@ def graph_laplacian_eigenvalues(
     return _eigvalsh_desc(lap)
 
 
+def cross_attention_lap_eigvals(maps: torch.Tensor | np.ndarray, k: int) -> np.ndarray:
+    """LapEigvals (arXiv 2502.17598) adapted to cross-attention: top-`k` eigenvalues per head.
+
+    LapEigvals reads a square causal self-attention map as a graph over tokens. A
+    cross-attention map A (T decoder rows × S encoder frames) is not square, so the graph
+    here joins two decision positions by how much they look at the same frames:
+    W = A Aᵀ without self-loops, and its symmetric normalised Laplacian
+    L = I − D^{-1/2} W D^{-1/2} (eigenvalues in [0, 2], so decodes of different lengths are
+    comparable; an isolated node contributes 0, as in networkx). `maps` is (..., H, T, S);
+    returns (..., H, k) in descending order, NaN where T < k (fewer eigenvalues than asked).
+    """
+    a = torch.as_tensor(maps).to(torch.float64)
+    w = a @ a.transpose(-1, -2)
+    w = w - torch.diag_embed(torch.diagonal(w, dim1=-2, dim2=-1))
+    deg = w.sum(dim=-1)
+    inv = torch.where(deg > 0, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
+    eye = torch.diag_embed((deg > 0).to(w.dtype))
+    lap = eye - inv[..., :, None] * w * inv[..., None, :]
+    eig = _eigvalsh_desc(lap).cpu().numpy()
+    out = np.full((*eig.shape[:-1], k), np.nan)
+    n = min(k, eig.shape[-1])
+    out[..., :n] = eig[..., :n]
+    return out
+
+
 def _eigvalsh_desc(sym: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of symmetric matrices, descending and clamped at 0 (round-off negatives).
 

@@ -12,7 +12,7 @@ from wspec.errors import WspecError
 def _train(loaded, set_name: str) -> None:
     from wspec import detector
     from wspec.labels import labels_from_decodes
-    from wspec.pipeline import default_output, run_model
+    from wspec.pipeline import default_output, features_path, run_model
     from wspec.stimuli import build_stimuli
 
     manifest = build_stimuli(set_name, progress=False)
@@ -26,6 +26,7 @@ def _train(loaded, set_name: str) -> None:
         identity=loaded.identity,
         model=loaded.name,
         training_set=set_name,
+        features=pd.read_parquet(features_path(out)),
     )
     path = detector.save(bundle, detector.probe_path(loaded.name, set_name))
     cv = detector.cv_auroc(bundle)
@@ -75,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="With FILEs: decode each once (greedy, as `wspec transcribe`) with the "
         "spectral instrument attached and print the probability that the transcript is a "
         "hallucination, from the probe trained for this model (Whisper's signals + per-layer "
-        "decoder spectra, see the Detection chapter). With --train: run the model on a "
+        "decoder spectra + per-head cross-attention Laplacian eigenvalues, see the Detection "
+        "chapter). With --train: run the model on a "
         "stimulus set, cross-validate and fit that probe, and store it beside the run.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (≤ 30 s each)")
