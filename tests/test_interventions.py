@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from wspec.causal import edit_change, random_head_sets, targeted_heads
+from wspec.causal import (
+    AblationSettings,
+    ablation_clips,
+    ablation_summary,
+    edit_change,
+    random_head_sets,
+    run_ablation,
+    targeted_heads,
+)
 from wspec.decoding import greedy_decode, log_mel
 from wspec.errors import WspecError
 from wspec.interventions import (
@@ -131,3 +142,79 @@ def test_head_choice_and_edit_change() -> None:
     assert edit_change([1, 2, 3, 4], [1, 2, 3, 4]) == 0.0
     assert edit_change([1, 2, 3, 4], [1, 9, 3]) == pytest.approx(2 / 4)  # 1 sub + 1 del
     assert edit_change([], [5, 6]) == 1.0
+
+
+def test_ablation_clips_groups_dedupes_and_needs_a_path() -> None:
+    ids = ["c1", "c2", "n1", "n2", "s1", "h1", "atk"]
+    labels = pd.DataFrame(
+        {
+            "model": "m",
+            "stimulus_id": ids,
+            "family": [
+                "clean",
+                "clean",
+                "nonspeech",
+                "nonspeech",
+                "noisy_snr",
+                "hell",
+                "noisy_snr",
+            ],
+            "hallucinated": [False, False, True, True, False, True, False],
+        }
+    )
+    decodes = pd.DataFrame(
+        {
+            "model": "m",
+            "stimulus_id": ids,
+            "cluster": ["a", "b", "k", "k", "a", "a", "b"],
+            "input_key": ["1", "2", "3", "3", "4", "5", "6"],  # n1 and n2 are the same input
+        }
+    )
+    stimuli = pd.DataFrame({"id": ids[:-1], "path": [f"/{i}.wav" for i in ids[:-1]]})
+    clips = ablation_clips(labels, decodes, stimuli, "m", per_group=5)
+    # hell is compared only in the paper protocol (crossmodel.stressed_group); the attack
+    # clip has no path in the stimulus set; the duplicated input counts once.
+    assert clips.groupby("group").size().to_dict() == {"clean": 2, "hallucinated": 1, "survived": 1}
+    assert set(clips["stimulus_id"]) == {"c1", "c2", "n1", "s1"}
+    assert len(ablation_clips(labels, decodes, stimuli, "m", per_group=1)) == 3
+
+
+@pytest.mark.slow
+def test_run_ablation_on_real_clips_is_bounded_and_cached(
+    tiny_en, sentence_audio, other_audio, tmp_path, monkeypatch
+) -> None:
+    from wspec.audio import write_audio
+
+    monkeypatch.setenv("WSPEC_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    audio = {
+        "clean-a": sentence_audio,
+        "clean-b": other_audio,
+        "noise": 0.05 * rng.standard_normal(16000 * 3).astype(np.float32),
+        "speech": sentence_audio
+        + 0.01 * rng.standard_normal(len(sentence_audio)).astype(np.float32),
+    }
+    for name, clip in audio.items():
+        write_audio(tmp_path / f"{name}.wav", clip)
+    clips = pd.DataFrame(
+        {
+            "stimulus_id": list(audio),
+            "group": ["clean", "clean", "hallucinated", "survived"],
+            "cluster": ["s0", "s1", "noise", "s0"],
+            "path": [str(tmp_path / f"{n}.wav") for n in audio],
+        }
+    )
+    settings = AblationSettings(k=2, n_random=2, per_group=2, max_new_tokens=8)
+    changes = run_ablation(tiny_en, clips, settings)
+    assert len(changes) == 2 * (1 + settings.n_random)  # two stressed clips × head sets
+    assert changes["change"].between(0.0, 1.0).all()
+    heads = {row.head_set: json.loads(row.heads) for row in changes.itertuples()}
+    targeted = {tuple(h) for h in heads.pop("targeted")}
+    assert len(targeted) == settings.k and len(heads) == settings.n_random
+    assert all(not targeted & {tuple(h) for h in drawn} for drawn in heads.values())
+    summary = ablation_summary(changes, n_boot=200)
+    assert list(summary["group"]) == ["hallucinated", "survived"]
+    assert np.isnan(summary["ci_low"]).all()  # one clip per group: no interval
+    # The second call reads the cache instead of decoding again.
+    monkeypatch.setattr("wspec.causal.head_outputs", lambda *a, **k: pytest.fail("recomputed"))
+    pd.testing.assert_frame_equal(run_ablation(tiny_en, clips, settings), changes)
