@@ -126,10 +126,10 @@ def ablation_reading(hallucinated: pd.DataFrame, survived: pd.DataFrame) -> str:
     if not (ok_h["ci_low"] > 0).all():
         return (
             "For at least one model the interval of the hallucinated clips reaches zero or "
-            "below: the heads picked by their spectral change alter the hallucinated "
-            "transcripts no more than the same number of random heads, as far as this build "
-            "can tell. The spectral change does not single out the heads that carry the "
-            "hallucination."
+            "below: this build cannot show that the heads picked by their spectral change "
+            "alter the hallucinated transcripts more than as many random heads do, so it "
+            "gives no causal support for reading the spectral change as the place where "
+            "the hallucination is made."
         )
     ok_s = survived[np.isfinite(survived["ci_low"])]
     if not ok_s.empty and (ok_s["ci_low"] > 0).all():
