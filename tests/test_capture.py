@@ -11,8 +11,9 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from wspec.capture import ActivationCapture, all_sites, encoder_frames, site_names
-from wspec.decoding import greedy_decode, log_mel
+from wspec.decoding import log_mel
 from wspec.errors import WspecError
+from wspec.interventions import run_with_cache
 from wspec.models import load
 from wspec.stimuli.tts import synthesize
 
@@ -72,10 +73,7 @@ def test_site_names_are_stable_and_ordered(tiny_en) -> None:
 def test_tiny_en_shapes_and_values_match_a_full_forward_pass(tiny_en) -> None:
     loaded = tiny_en
     audio = _speech()
-    with ActivationCapture(loaded.model) as cap:
-        cap.start(encoder_frames(len(audio)))
-        decoded = greedy_decode(loaded, audio)
-        got = cap.collect()
+    decoded, got = run_with_cache(loaded, audio)
     n = len(decoded.tokens)
     assert "green folder" in decoded.text.lower()  # real weights, real speech
     t = n + 1  # decision rows: last prompt position + every fed-back token
@@ -128,10 +126,7 @@ def test_random_init_config_names_filter_and_shapes(tiny_en) -> None:
     assert len(names) == 3 * 2 + 2 * 7
     wanted = ["encoder.2.self_attn", "decoder.1.cross_attn_map", "decoder.0.ffn_act"]
     audio = _speech()
-    with ActivationCapture(model, wanted) as cap:
-        cap.start(encoder_frames(len(audio)))
-        decoded = greedy_decode(loaded, audio, max_new_tokens=5)
-        got = cap.collect()
+    decoded, got = run_with_cache(loaded, audio, wanted, max_new_tokens=5)
     t = len(decoded.tokens) + (1 if decoded.n_steps > len(decoded.tokens) else 0)
     assert set(got.matrices) == set(wanted)
     assert got.matrices["encoder.2.self_attn"].shape == (encoder_frames(len(audio)), 48)
@@ -174,10 +169,8 @@ def test_cpu_and_gpu_agree(tiny_en) -> None:
     results = {}
     for device in ("cpu", "cuda"):
         loaded = tiny_en if device == "cpu" else load("tiny.en", device="cuda")
-        with ActivationCapture(loaded.model) as cap:
-            cap.start(encoder_frames(len(audio)))
-            decoded = greedy_decode(loaded, audio)
-            rows = spectral_rows(cap.collect(), cap.sites, SpectralSettings(ks=(10,)))
+        decoded, captured = run_with_cache(loaded, audio)
+        rows = spectral_rows(captured, all_sites(loaded.model.config), SpectralSettings(ks=(10,)))
         results[device] = (decoded.tokens, rows)
     assert results["cpu"][0] == results["cuda"][0]
     cpu = np.array([r["value"] for r in results["cpu"][1] if r["control"] == "raw"])

@@ -9,14 +9,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from wspec import crossmodel as xm
 from wspec import stats
 from wspec.audio import read_audio
-from wspec.capture import ActivationCapture, encoder_frames
-from wspec.decoding import greedy_decode
 from wspec.errors import WspecError
+from wspec.interventions import run_with_cache
 from wspec.pipeline import EIGEN_COLUMNS, EIGEN_PARTS, SpectralSettings, run_model
 from wspec.spectra import gram_eigenvalues
 from wspec.stimuli.tts import synthesize
@@ -95,11 +93,8 @@ def test_budget_rows_equal_the_natural_decodes_first_rows(eigs, manifest, tiny_e
     loaded = tiny_en
     audio = read_audio(stim["path"])
     site = "decoder.3.cross_attn"
-    with ActivationCapture(loaded.model, [site]) as cap:
-        cap.start(encoder_frames(len(audio)))
-        with torch.no_grad():
-            decoded = greedy_decode(loaded, audio, max_new_tokens=48)
-        matrix = cap.collect().matrices[site]
+    decoded, captured = run_with_cache(loaded, audio, [site], max_new_tokens=48)
+    matrix = captured.matrices[site]
     assert len(decoded.tokens) + 1 >= N_ROWS  # a full sentence is longer than T0
     expected = gram_eigenvalues(matrix[:N_ROWS]).numpy()
     got = eigs[

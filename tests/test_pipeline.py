@@ -117,8 +117,7 @@ def test_primary_control_never_contains_a_forced_row(full_run, manifest, tiny_en
     """natural_T of a long clip equals the metrics of a decode that was never forced; a short
     decode gets no value at all (it is not padded)."""
     from wspec.audio import read_audio
-    from wspec.capture import ActivationCapture, encoder_frames
-    from wspec.decoding import greedy_decode
+    from wspec.interventions import run_with_cache
     from wspec.spectra import gram_eigenvalues, graph_laplacian_eigenvalues, metric_values
 
     t0 = SETTINGS.matched_rows
@@ -129,10 +128,10 @@ def test_primary_control_never_contains_a_forced_row(full_run, manifest, tiny_en
 
     path = manifest.set_index("id").loc["speech-long", "path"]
     audio = read_audio(path)
-    with ActivationCapture(tiny_en.model, ["decoder.1.cross_attn"]) as capture:
-        capture.start(encoder_frames(len(audio)))
-        plain = greedy_decode(tiny_en, audio, max_new_tokens=SETTINGS.max_new_tokens)
-        x = capture.collect().matrices["decoder.1.cross_attn"]
+    plain, captured = run_with_cache(
+        tiny_en, audio, ["decoder.1.cross_attn"], max_new_tokens=SETTINGS.max_new_tokens
+    )
+    x = captured.matrices["decoder.1.cross_attn"]
     assert len(plain.tokens) + 1 >= t0  # the long clip has enough natural rows
     head = x[:t0]
     cell = natural[

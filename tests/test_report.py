@@ -54,3 +54,35 @@ def test_clauses_say_why_a_contrast_is_missing() -> None:
         "`tiny.en` (primary) −5.00 % [−8.00, −2.00] (n = 3/9 in 1 stratum, 6 clusters)"
     )
     assert report.contrast_clause(found.iloc[:0]) == "no such decodes in this build"
+
+
+def _ablation(diff: float, lo: float, hi: float, model: str = "tiny.en") -> dict:
+    return {
+        "model": model,
+        "targeted": 0.5,
+        "random": 0.5 - diff,
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_clips": 6,
+        "n_clusters": 1 if math.isnan(lo) else 4,
+    }
+
+
+def test_ablation_clause_counts_clips_and_clusters() -> None:
+    rows = pd.DataFrame([_ablation(0.25, 0.1, 0.4), _ablation(0.1, math.nan, math.nan, "base")])
+    text = report.ablation_clause(rows)
+    assert "`tiny.en` targeted 0.50, random 0.25, difference +0.25 [+0.10, +0.40]" in text
+    assert "(n = 6 clips, 4 clusters)" in text
+    assert "`base`" in text and "one independent unit: no interval" in text
+    assert report.ablation_clause(rows.iloc[:0]) == "no such clips in this build"
+
+
+def test_ablation_reading_separates_specific_general_and_null() -> None:
+    above = pd.DataFrame([_ablation(0.3, 0.1, 0.5)])
+    across = pd.DataFrame([_ablation(0.05, -0.1, 0.2)])
+    assert "carry the hallucination" in report.ablation_reading(above, across)
+    assert "not heads specific" in report.ablation_reading(above, above)
+    assert "cannot show" in report.ablation_reading(across, above)
+    none = pd.DataFrame([_ablation(0.3, math.nan, math.nan)])
+    assert "too few" in report.ablation_reading(none, none)

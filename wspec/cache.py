@@ -185,6 +185,10 @@ NULLS = Kind(("nulls",), ("wspec.spectra", "wspec.seqlen:_gaussian_null"))
 JACOBIANS = Kind(("jacobian", "clips"), ("wspec.jacobian",))
 #: Persistence of the top singular direction of the decoder stack over steps (wspec.attractor).
 ATTRACTORS = Kind(("jacobian", "attractor"), ("wspec.attractor", "wspec.jacobian"))
+#: Transcript changes under head ablations (wspec.causal).
+ABLATIONS = Kind(("causal",), ("wspec.causal", "wspec.interventions", "wspec.decoding"))
+#: Table 1's delta table of one build (wspec.context), keyed on its runs.json.
+DELTAS = Kind(("book", "deltas"), ("wspec.stats", "wspec.context"))
 #: CTranslate2 weights converted to a transformers checkpoint (wspec.models).
 CONVERSIONS = Kind(
     ("models",), ("wspec.models.convert", "wspec.models.ct2_to_hf", "wspec.models.ct2_format")

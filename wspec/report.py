@@ -98,3 +98,48 @@ def regression_reading(rows: pd.DataFrame) -> str:
         f"{above} above, {len(ok) - below - above} across it), so the sign depends on "
         "the model, component or control and is not settled here."
     )
+
+
+def ablation_clause(rows: pd.DataFrame) -> str:
+    """One clause per model of `wspec.causal.ablation_summary` rows (one group): the mean
+    transcript change under targeted and random ablation and their difference."""
+    parts = []
+    for r in rows.itertuples():
+        if not np.isfinite(r.diff):
+            parts.append(f"`{r.model}` not estimable (no such clips)")
+            continue
+        parts.append(
+            f"`{r.model}` targeted {r.targeted:.2f}, random {r.random:.2f}, difference "
+            f"{estimate_text(r.diff, r.ci_low, r.ci_high)} "
+            f"(n = {counted(r.n_clips, 'clip', 'clips')}, "
+            f"{counted(r.n_clusters, 'cluster', 'clusters')})"
+        )
+    return "; ".join(parts) if parts else "no such clips in this build"
+
+
+def ablation_reading(hallucinated: pd.DataFrame, survived: pd.DataFrame) -> str:
+    """What the targeted − random differences say: specific to hallucination, general, or
+    no more than random heads (intervals relative to zero, per group)."""
+    ok_h = hallucinated[np.isfinite(hallucinated["ci_low"])]
+    if ok_h.empty:
+        return "This build has too few independent clips for an interval."
+    if not (ok_h["ci_low"] > 0).all():
+        return (
+            "For at least one model the interval of the hallucinated clips reaches zero or "
+            "below: this build cannot show that the heads picked by their spectral change "
+            "alter the hallucinated transcripts more than as many random heads do, so it "
+            "gives no causal support for reading the spectral change as the place where "
+            "the hallucination is made."
+        )
+    ok_s = survived[np.isfinite(survived["ci_low"])]
+    if not ok_s.empty and (ok_s["ci_low"] > 0).all():
+        return (
+            "The heads picked by their spectral change alter the transcripts more than random "
+            "heads, but on the survived clips as well: they are important heads in general, "
+            "not heads specific to hallucination."
+        )
+    return (
+        "The heads picked by their spectral change alter the hallucinated transcripts more "
+        "than random heads, and the survived clips show no such interval above zero: the "
+        "spectral change points at heads that carry the hallucination."
+    )

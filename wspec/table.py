@@ -51,8 +51,12 @@ def table1(
     ci: float = 0.95,
     seed: int = 0,
     method: str = "percentile",
+    deltas: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Table 1 in the paper's layout, ours beside the paper's.
+
+    `deltas`: the build's delta table when it is already computed (`wspec.context`), so a
+    page shows the very numbers its neighbours show; else computed here from `results_df`.
 
     Columns: component, component_label, model (ours, "" on paper-only rows), paper_model
     ("" if the paper has no such row); per metric stem s in `STEMS`: s, s_lo, s_hi (our estimate
@@ -60,22 +64,23 @@ def table1(
     with pairing, n_clean counts the clean *sources* used), paper_s (published). Sample sizes
     differ between metrics where a metric is undefined (NaN) for some stimuli.
     """
-    deltas = delta_table(
-        results_df,
-        models=models,
-        components=tuple(COMPONENT_LABELS),
-        metrics=TABLE1_METRICS,
-        K=K,
-        control=control,
-        stress_families=stress_families,
-        clean_families=clean_families,
-        pair=pair,
-        n_boot=n_boot,
-        n_perm=n_perm,
-        ci=ci,
-        seed=seed,
-        method=method,
-    )
+    if deltas is None:
+        deltas = delta_table(
+            results_df,
+            models=models,
+            components=tuple(COMPONENT_LABELS),
+            metrics=TABLE1_METRICS,
+            K=K,
+            control=control,
+            stress_families=stress_families,
+            clean_families=clean_families,
+            pair=pair,
+            n_boot=n_boot,
+            n_perm=n_perm,
+            ci=ci,
+            seed=seed,
+            method=method,
+        )
     deltas = deltas[deltas["layer"] == LAYER_MEAN]
     ours = sorted(
         models if models is not None else deltas["model"].unique(),
