@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wspec import cache as wcache
 from wspec import context as ctx_module
 from wspec import stats
 from wspec.book import MANIFEST_NAME, MANIFEST_SCHEMA, RUNS_DIR, resample_count
@@ -65,11 +66,12 @@ def test_context_holds_the_builds_choices_once(tmp_path: Path) -> None:
 
 
 def test_deltas_are_the_trained_table_and_read_back_from_disk(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WSPEC_CACHE", str(tmp_path / "cache"))
     root = _root(tmp_path, ["tiny.en", "random:tiny.en"])
     first = ctx_module.context(root).deltas
     assert set(first["model"]) == {"tiny.en"}  # untrained runs are controls, not Table 1
     assert (first["estimate"] < 0).all()  # stressed values sit 20 % below clean ones
-    cached = list((root / RUNS_DIR).glob("deltas-*.parquet"))
+    cached = list(wcache.DELTAS.dir().glob("*.parquet"))
     assert len(cached) == 1
     # A new kernel (fresh context) reads the file instead of bootstrapping again.
     ctx_module._context.cache_clear()

@@ -68,9 +68,9 @@ def _count_analyses(monkeypatch) -> list[str]:
     """Record the id of every stimulus the pipeline analyses (not read from its cache)."""
     calls: list[str] = []
 
-    def counting(loaded, capture, stim, settings):
+    def counting(loaded, stim, settings):
         calls.append(stim["id"])
-        return _ANALYSE(loaded, capture, stim, settings)
+        return _ANALYSE(loaded, stim, settings)
 
     monkeypatch.setattr(pipeline, "_analyse_stimulus", counting)
     return calls
@@ -193,8 +193,7 @@ def test_probe_features_are_stored_from_the_same_decode(
     """LapEigvals of every layer × head and the middle layer's mean residual, one row per clip,
     equal to what a fresh capture of the natural rows gives."""
     from wspec.audio import read_audio
-    from wspec.capture import ActivationCapture, encoder_frames
-    from wspec.decoding import greedy_decode
+    from wspec.interventions import run_with_cache
     from wspec.spectra import cross_attention_lap_eigvals
 
     path = next(tmp_path_factory.getbasetemp().glob("run*/t.features.parquet"))
@@ -210,10 +209,7 @@ def test_probe_features_are_stored_from_the_same_decode(
 
     audio = read_audio(manifest.set_index("id").loc["speech-b", "path"])
     names = [f"decoder.{middle}.residual", "decoder.1.cross_attn_map"]
-    with ActivationCapture(tiny_en.model, names) as cap:
-        cap.start(encoder_frames(len(audio)))
-        decoded = greedy_decode(tiny_en, audio, max_new_tokens=SETTINGS.max_new_tokens)
-        got = cap.collect()
+    decoded, got = run_with_cache(tiny_en, audio, names, max_new_tokens=SETTINGS.max_new_tokens)
     rows = len(decoded.tokens) + 1  # natural rows: prompt row + every chosen token
     # Same float32 forward pass, same reductions: 1e-5 absolute on O(1) activations.
     expect = got.matrices[f"decoder.{middle}.residual"][:rows].mean(0).numpy()
@@ -241,11 +237,11 @@ def test_interrupted_run_resumes_and_recomputes_only_missing(
 ) -> None:
     started: list[str] = []
 
-    def crash_after_two(loaded, capture, stim, settings):
+    def crash_after_two(loaded, stim, settings):
         if len(started) == 2:
             raise KeyboardInterrupt  # what Ctrl-C mid-run looks like
         started.append(stim["id"])
-        return _ANALYSE(loaded, capture, stim, settings)
+        return _ANALYSE(loaded, stim, settings)
 
     monkeypatch.setattr(pipeline, "_analyse_stimulus", crash_after_two)
     with pytest.raises(KeyboardInterrupt):

@@ -158,6 +158,7 @@ RUNS = Kind(
     ("runs",),
     (
         "wspec.capture",
+        "wspec.interventions",
         "wspec.spectra",
         "wspec.seqlen",
         "wspec.pipeline",

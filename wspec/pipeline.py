@@ -53,9 +53,9 @@ import torch
 
 from wspec import cache as wcache
 from wspec.audio import read_audio
-from wspec.capture import ActivationCapture, Captured, Site, encoder_frames
-from wspec.decoding import greedy_decode
+from wspec.capture import Captured, Site, all_sites
 from wspec.errors import WspecError
+from wspec.interventions import run_with_cache
 from wspec.models import load
 from wspec.paths import atomic_path, safe_name
 from wspec.scale import SERIAL, one_thread, run_tasks, scheduler_choice
@@ -392,29 +392,26 @@ def decoder_prefix(captured: Captured, n_rows: int) -> Captured:
 
 
 # --- one stimulus, cached ----------------------------------------------------------------
-def _analyse_stimulus(
-    loaded, capture: ActivationCapture, stim: pd.Series, settings: SpectralSettings
-):
+def _analyse_stimulus(loaded, stim: pd.Series, settings: SpectralSettings):
     """Decode one stimulus under capture; return (rows DataFrame, decode dict, eigen-spectra,
     probe features)."""
     audio = read_audio(stim["path"], allow_long=True)  # Whisper sees the first 30 s
-    capture.start(encoder_frames(len(audio)))
-    decoded = greedy_decode(
+    decoded, captured = run_with_cache(
         loaded,
         audio,
         max_new_tokens=settings.max_new_tokens,
         min_new_tokens=settings.matched_rows,
     )
-    captured = capture.collect()
+    sites = all_sites(loaded.model.config)
     natural_rows = min(len(decoded.tokens) + 1, captured.n_rows_decoder)
-    rows = spectral_rows(decoder_prefix(captured, natural_rows), capture.sites, settings)
-    decoder_sites = [s for s in capture.sites if s.stack == "decoder"]
+    rows = spectral_rows(decoder_prefix(captured, natural_rows), sites, settings)
+    decoder_sites = [s for s in sites if s.stack == "decoder"]
     budget = decoder_prefix(captured, settings.matched_rows)
     rows += [
         r | {"control": "budget_T"}
         for r in spectral_rows(budget, decoder_sites, settings, raw_only=True)
     ]
-    eigen = eigen_spectra(captured, capture.sites, natural_rows, settings.matched_rows)
+    eigen = eigen_spectra(captured, sites, natural_rows, settings.matched_rows)
     features = probe_features(captured, natural_rows, loaded.model.config.decoder_layers)
     ident = {
         "model": loaded.name,
@@ -517,8 +514,8 @@ def analyse_to_cache(
     """One clip's decode and spectra, written atomically to `path`: a Dask task (or a plain
     call in this process) on one torch thread, so the numbers do not depend on where it ran."""
     loaded = loaded or _worker_model(spec, device)
-    with one_thread(loaded.device), ActivationCapture(loaded.model) as capture:
-        result = _analyse_stimulus(loaded, capture, pd.Series(stim), settings)
+    with one_thread(loaded.device):
+        result = _analyse_stimulus(loaded, pd.Series(stim), settings)
     _write_result(Path(path), *result)
     return path
 
