@@ -67,6 +67,17 @@ def test_run_with_cache_returns_the_decode_and_its_sites(tiny_en, sentence_audio
     assert captured.matrices["decoder.1.cross_attn"].shape == (len(decoded.tokens) + 1, 384)
 
 
+def _assert_deaf(loaded, audio_a, audio_b, patches) -> None:
+    """Two different clips give the same next-token logits under `patches` (float32
+    round-off only: rtol 1e-5, atol 1e-4 on logits of size ~10)."""
+    torch.testing.assert_close(
+        _prompt_logits(loaded, audio_a, patches),
+        _prompt_logits(loaded, audio_b, patches),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+
+
 def test_ablating_every_cross_attention_head_makes_the_decode_deaf(
     tiny_en, sentence_audio, other_audio
 ) -> None:
@@ -77,12 +88,7 @@ def test_ablating_every_cross_attention_head_makes_the_decode_deaf(
     # Cross-attention is the decoder's only path to the audio: without it, two different
     # clips must give the same tokens and the same logits (float32 round-off only).
     assert a.tokens == b.tokens
-    torch.testing.assert_close(
-        _prompt_logits(tiny_en, sentence_audio, deaf),
-        _prompt_logits(tiny_en, other_audio, deaf),
-        rtol=1e-5,
-        atol=1e-4,
-    )
+    _assert_deaf(tiny_en, sentence_audio, other_audio, deaf)
 
 
 def test_ablating_one_head_moves_the_logits(tiny_en, sentence_audio) -> None:
@@ -107,13 +113,7 @@ def test_mean_ablation_with_the_heads_own_means(tiny_en, sentence_audio, other_a
     )
     means = head_means([outputs])
     # Mean-ablating all heads also cuts the audio path (a constant replaces each head).
-    patches = ablation(all_heads(tiny_en), "mean", means)
-    torch.testing.assert_close(
-        _prompt_logits(tiny_en, sentence_audio, patches),
-        _prompt_logits(tiny_en, other_audio, patches),
-        rtol=1e-5,
-        atol=1e-4,
-    )
+    _assert_deaf(tiny_en, sentence_audio, other_audio, ablation(all_heads(tiny_en), "mean", means))
 
 
 def test_bad_patches_fail_with_a_clear_error(tiny_en, sentence_audio) -> None:

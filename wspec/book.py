@@ -497,14 +497,15 @@ def _runs_digest(root: Path, provenance: bool) -> str:
 
 
 def chapter_stamps(root: Path) -> dict[str, str]:
-    """Per chapter of _toc.yml with code: the stamp whose change must re-execute it."""
+    """Per chapter of _toc.yml that has code: the stamp whose change must re-execute it."""
     stamps = {}
     for name in toc_files(root):
         chapter = root / f"{name}.md"
-        if not chapter.is_file():
-            continue
+        code = chapter_code(chapter) if chapter.is_file() else ""
+        if not code.strip():
+            continue  # nothing to execute
         code_hash = chapter_code_hash(chapter, root)
-        provenance = "provenance" in chapter_code(chapter)
+        provenance = "provenance" in code
         stamps[name] = hashlib.sha256(
             (code_hash + _runs_digest(root, provenance)).encode()
         ).hexdigest()
