@@ -100,7 +100,7 @@ def test_real_tiny_en_stack_jacobian(tiny_en, sentence_audio, sentence_text) -> 
     SVD of the materialised 384 x 384 Jacobian (ARPACK tol 1e-4 on float32 products: rel 1e-3
     on sigma, |cos| > 0.999 on u and v), and measure_run reports that step's gap."""
     tokens = tiny_en.tokenizer.encode(" " + sentence_text, add_special_tokens=False)[:8]
-    run = at._capture(tiny_en, sentence_audio, tokens, 8)
+    run = jac.clip_run(tiny_en, sentence_audio, tokens, 8)
     whisper = tiny_en.model.model
     steps = at.measure_run(tiny_en.model, run, steps=2)
     step = int(steps["step"].iloc[1])

@@ -180,6 +180,7 @@ def _mini_book(tmp_path: Path, pages: dict[str, str]) -> Path:
     root = tmp_path / "mini"
     root.mkdir()
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "_static", root / "_static")  # the book's CSS, named in _config.yml
     _write(root / "book" / "references.bib", (REPO / "book" / "references.bib").read_text())
     names = list(pages)
     toc = f"format: jb-book\nroot: book/{names[0]}\n"
@@ -414,7 +415,7 @@ def test_sync_execution_cache_drops_only_the_changed_chapters(tmp_path: Path, mo
         cache.cache_notebook_file(str(path), uri=str(root / f"{name}.md"), check_validity=False)
     code = {"one": "stats v1", "two": "audio v1"}
     monkeypatch.setattr(book, "chapter_code_hash", lambda chapter, _root: code[chapter.stem])
-    monkeypatch.setattr(book, "chapter_code", lambda chapter: "")
+    monkeypatch.setattr(book, "chapter_code", lambda chapter: "x = 1")
 
     def cached() -> set[str]:
         return {
