@@ -114,7 +114,7 @@ def test_eigenvalues_come_from_the_run_cache_without_decoding(
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although every stimulus is cached")
 
-    monkeypatch.setattr("wspec.pipeline.greedy_decode", no_decoding)
+    monkeypatch.setattr("wspec.pipeline.run_with_cache", no_decoding)
     pd.testing.assert_frame_equal(_eigen_run(tiny_en, manifest, eig_cache), eigs)
 
 
