@@ -43,7 +43,6 @@ from wspec.crossmodel import stressed_group
 from wspec.errors import WspecError
 from wspec.interventions import ablation, all_heads, head_outputs, run_with_hooks
 from wspec.models.loaded import LoadedWhisper
-from wspec.paths import atomic_path
 from wspec.seqlen import gaussian_null
 from wspec.spectra import effective_rank, gram_eigenvalues
 
@@ -160,56 +159,54 @@ def run_ablation(
     Columns: stimulus_id, group, cluster, head_set ("targeted" or "random<i>"), heads
     (JSON list of [layer, head]), change.
     """
-    path = _cache_file(loaded, clips, settings)
-    if path.exists():
-        return pd.read_parquet(path)
-    if not {"clean", "hallucinated"} <= set(clips["group"]):
-        raise WspecError("the ablation check needs clean and hallucinated clips to pick heads")
-    cap = settings.max_new_tokens
-    plain, neff = {}, {}
-    for clip in clips.itertuples():
-        decoded, outputs = head_outputs(
-            loaded, read_audio(clip.path, allow_long=True), max_new_tokens=cap
-        )
-        plain[clip.stimulus_id], neff[clip.stimulus_id] = (
-            decoded.tokens,
-            head_neff(outputs, settings.K),
-        )
-    by_group = {
-        g: [neff[s] for s in clips.loc[clips["group"] == g, "stimulus_id"]]
-        for g in ("hallucinated", "clean")
-    }
-    targeted = targeted_heads(
-        spectral_change(by_group["hallucinated"], by_group["clean"]), settings.k
-    )
-    heads = all_heads(loaded)
-    sets = {"targeted": targeted} | {
-        f"random{i}": s
-        for i, s in enumerate(
-            random_head_sets(heads, targeted, settings.k, settings.n_random, settings.seed)
-        )
-    }
-    rows = []
-    for clip in clips[clips["group"].isin(GROUPS)].itertuples():
-        audio = read_audio(clip.path, allow_long=True)
-        for name, chosen in sets.items():
-            decoded = run_with_hooks(
-                loaded, audio, ablation(chosen, settings.mode), max_new_tokens=cap
+
+    def compute() -> pd.DataFrame:
+        if not {"clean", "hallucinated"} <= set(clips["group"]):
+            raise WspecError("the ablation check needs clean and hallucinated clips to pick heads")
+        cap = settings.max_new_tokens
+        plain, neff = {}, {}
+        for clip in clips.itertuples():
+            decoded, outputs = head_outputs(
+                loaded, read_audio(clip.path, allow_long=True), max_new_tokens=cap
             )
-            rows.append(
-                {
-                    "stimulus_id": clip.stimulus_id,
-                    "group": clip.group,
-                    "cluster": clip.cluster,
-                    "head_set": name,
-                    "heads": json.dumps([list(h) for h in chosen]),
-                    "change": edit_change(plain[clip.stimulus_id], decoded.tokens),
-                }
+            plain[clip.stimulus_id], neff[clip.stimulus_id] = (
+                decoded.tokens,
+                head_neff(outputs, settings.K),
             )
-    out = pd.DataFrame(rows)
-    with atomic_path(path) as tmp:
-        out.to_parquet(tmp)
-    return out
+        by_group = {
+            g: [neff[s] for s in clips.loc[clips["group"] == g, "stimulus_id"]]
+            for g in ("hallucinated", "clean")
+        }
+        targeted = targeted_heads(
+            spectral_change(by_group["hallucinated"], by_group["clean"]), settings.k
+        )
+        heads = all_heads(loaded)
+        sets = {"targeted": targeted} | {
+            f"random{i}": s
+            for i, s in enumerate(
+                random_head_sets(heads, targeted, settings.k, settings.n_random, settings.seed)
+            )
+        }
+        rows = []
+        for clip in clips[clips["group"].isin(GROUPS)].itertuples():
+            audio = read_audio(clip.path, allow_long=True)
+            for name, chosen in sets.items():
+                decoded = run_with_hooks(
+                    loaded, audio, ablation(chosen, settings.mode), max_new_tokens=cap
+                )
+                rows.append(
+                    {
+                        "stimulus_id": clip.stimulus_id,
+                        "group": clip.group,
+                        "cluster": clip.cluster,
+                        "head_set": name,
+                        "heads": json.dumps([list(h) for h in chosen]),
+                        "change": edit_change(plain[clip.stimulus_id], decoded.tokens),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    return wcache.fetch_frame(_cache_file(loaded, clips, settings), compute)
 
 
 def ablation_summary(

@@ -22,7 +22,6 @@ from wspec import cache as wcache
 from wspec import crossmodel as xm
 from wspec import stats
 from wspec.book import MANIFEST_NAME, RUNS_DIR, find_root, load_runs, resample_count
-from wspec.paths import atomic_path
 from wspec.specs import trained_models
 from wspec.stimuli import load_manifest
 
@@ -85,21 +84,18 @@ class BookContext:
         key = wcache.DELTAS.key(
             runs=self.runs_hash, control=self.control, n_resamples=self.n_resamples
         )
-        path = wcache.DELTAS.dir() / f"{key}.parquet"
-        if path.exists():
-            return pd.read_parquet(path)
-        table = stats.delta_table(
-            self.results[self.results["model"].isin(self.trained)],
-            components=stats.TABLE1_COMPONENTS,
-            metrics=stats.TABLE1_METRICS,
-            K=TABLE1_K,
-            control=self.control,
-            n_boot=self.n_resamples,
-            n_perm=self.n_resamples,
+        return wcache.fetch_frame(
+            wcache.DELTAS.dir() / f"{key}.parquet",
+            lambda: stats.delta_table(
+                self.results[self.results["model"].isin(self.trained)],
+                components=stats.TABLE1_COMPONENTS,
+                metrics=stats.TABLE1_METRICS,
+                K=TABLE1_K,
+                control=self.control,
+                n_boot=self.n_resamples,
+                n_perm=self.n_resamples,
+            ),
         )
-        with atomic_path(path) as tmp:
-            table.to_parquet(tmp)
-        return table
 
 
 @functools.cache
