@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -215,6 +216,11 @@ def test_run_ablation_on_real_clips_is_bounded_and_cached(
     summary = ablation_summary(changes, n_boot=200)
     assert list(summary["group"]) == ["hallucinated", "survived"]
     assert np.isnan(summary["ci_low"]).all()  # one clip per group: no interval
+    # Mean ablation (the book's sensitivity row): the same head sets, its own cache entry,
+    # each head replaced by its mean over the clean decodes.
+    mean = run_ablation(tiny_en, clips, dataclasses.replace(settings, mode="mean"))
+    assert mean["heads"].tolist() == changes["heads"].tolist()
+    assert mean["change"].between(0.0, 1.0).all()
     # The second call reads the cache instead of decoding again.
     monkeypatch.setattr("wspec.causal.head_outputs", lambda *a, **k: pytest.fail("recomputed"))
     pd.testing.assert_frame_equal(run_ablation(tiny_en, clips, settings), changes)

@@ -86,3 +86,18 @@ def test_ablation_reading_separates_specific_general_and_null() -> None:
     assert "cannot show" in report.ablation_reading(across, above)
     none = pd.DataFrame([_ablation(0.3, math.nan, math.nan)])
     assert "too few" in report.ablation_reading(none, none)
+
+
+def test_ablation_mode_reading_says_when_the_choice_matters() -> None:
+    def rows(model: str, zero_low: float, mean_low: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"model": model, "ablation": ["zero", "mean"], "ci_low": [zero_low, mean_low]}
+        )
+
+    text = report.ablation_mode_reading(
+        pd.concat([rows("a", 0.1, 0.2), rows("b", -0.1, 0.01), rows("c", -0.2, -0.1)])
+    )
+    assert "`a`: both" in text
+    assert "`b`: only mean ablation" in text and "depends on how" in text
+    assert "`c`: neither" in text
+    assert "too few" in report.ablation_mode_reading(rows("d", math.nan, math.nan))

@@ -41,7 +41,13 @@ from wspec.audio import read_audio
 from wspec.contrasts import cluster_mean
 from wspec.crossmodel import stressed_group
 from wspec.errors import WspecError
-from wspec.interventions import ablation, all_heads, head_outputs, run_with_hooks
+from wspec.interventions import (
+    ablation,
+    all_heads,
+    head_means,
+    head_outputs,
+    run_with_hooks,
+)
 from wspec.models.loaded import LoadedWhisper
 from wspec.seqlen import gaussian_null
 from wspec.spectra import effective_rank, gram_eigenvalues
@@ -57,7 +63,7 @@ class AblationSettings:
     n_random: int = 3  # random head sets per clip
     per_group: int = 6  # clips per group (hallucinated, survived) and clean reference clips
     max_new_tokens: int = 32  # token cap of every decode here (a loop would cost 224 steps)
-    mode: str = "zero"  # "zero" ablation (wspec.interventions.ABLATIONS)
+    mode: str = "zero"  # "zero" or "mean" ablation (wspec.interventions.ABLATIONS)
     K: int = 10  # N_eff over the top-K eigenvalues, as Table 1
     seed: int = 0
 
@@ -164,7 +170,7 @@ def run_ablation(
         if not {"clean", "hallucinated"} <= set(clips["group"]):
             raise WspecError("the ablation check needs clean and hallucinated clips to pick heads")
         cap = settings.max_new_tokens
-        plain, neff = {}, {}
+        plain, neff, clean_outputs = {}, {}, []
         for clip in clips.itertuples():
             decoded, outputs = head_outputs(
                 loaded, read_audio(clip.path, allow_long=True), max_new_tokens=cap
@@ -173,6 +179,10 @@ def run_ablation(
                 decoded.tokens,
                 head_neff(outputs, settings.K),
             )
+            if clip.group == "clean":
+                clean_outputs.append(outputs)
+        # Mean ablation writes each head's mean output over the clean reference decodes.
+        means = head_means(clean_outputs) if settings.mode == "mean" else None
         by_group = {
             g: [neff[s] for s in clips.loc[clips["group"] == g, "stimulus_id"]]
             for g in ("hallucinated", "clean")
@@ -192,7 +202,7 @@ def run_ablation(
             audio = read_audio(clip.path, allow_long=True)
             for name, chosen in sets.items():
                 decoded = run_with_hooks(
-                    loaded, audio, ablation(chosen, settings.mode), max_new_tokens=cap
+                    loaded, audio, ablation(chosen, settings.mode, means), max_new_tokens=cap
                 )
                 rows.append(
                     {

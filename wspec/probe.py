@@ -18,7 +18,11 @@ and scored the same way:
   spectral probe (per-layer metrics + LapEigvals), (d) the hidden-state probe in the style of
   Jasiński et al. 2026, (e) (a) + (c). A fitted detector is median imputation with missing-value
   indicators, standardization and an L2 logistic regression with a fixed C (`PROBE_C`,
-  never tuned), all inside the fold (`make_probe`).
+  never tuned), all inside the fold (`make_probe`). (e) is *stacked* (`StackedProbe`): one
+  penalised model over Whisper's 5 signals and several hundred spectral columns lets the
+  spectral block drown the 5 (one shared penalty, hundreds of noisy coefficients), so (e)
+  fits (a) and (c) separately and combines their scores with a two-input logistic model
+  trained on inner grouped out-of-fold scores (nested inside the outer training fold).
 * **Cross-validation** (`fold_ids`, `oof_scores`): `StratifiedGroupKFold` grouped by the
   ``cluster`` column (a sentence with every clip made from it, one non-speech generator
   kind), seeded; every case gets the score of the model fitted without its cluster. The folds
@@ -42,6 +46,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
@@ -206,6 +211,53 @@ def detector_columns(cases: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
+class StackedProbe(ClassifierMixin, BaseEstimator):
+    """Detector (e): (a) and (c) fitted apart, their scores combined by a logistic stacker.
+
+    `blocks` are the column indices of each base detector in X. The stacker is trained on
+    out-of-fold scores of the bases from an inner `fold_ids` split of the training cases by
+    `groups` (their clusters), so it never sees a score its base fitted on the same case;
+    the bases are then refitted on all training cases for prediction.
+    """
+
+    def __init__(self, blocks: tuple[tuple[int, ...], ...] = (), seed: int = SEED):
+        self.blocks = blocks
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> StackedProbe:
+        y = np.asarray(y, bool)
+        inner = fold_ids(y, groups, seed=self.seed)
+        meta = np.column_stack([oof_scores(X[:, list(b)], y, inner)[0] for b in self.blocks])
+        self.bases_ = [make_probe().fit(X[:, list(b)], y) for b in self.blocks]
+        self.stacker_ = LogisticRegression().fit(_logit(meta), y)
+        self.classes_ = self.stacker_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        pairs = zip(self.bases_, self.blocks, strict=True)
+        meta = [base.predict_proba(X[:, list(b)])[:, 1] for base, b in pairs]
+        return self.stacker_.predict_proba(_logit(np.column_stack(meta)))
+
+
+def _logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Log-odds of base scores, clipped so that a score of exactly 0 or 1 stays finite."""
+    p = np.clip(p, eps, 1.0 - eps)
+    return np.log(p / (1.0 - p))
+
+
+def combined_blocks(n_columns: int) -> tuple[tuple[int, ...], ...]:
+    """Column blocks of (e)'s features [*WHISPER_FEATURES, *spectral]: (a), then (c)."""
+    n = len(WHISPER_FEATURES)
+    return (tuple(range(n)), tuple(range(n, n_columns)))
+
+
+def make_detector(name: str, n_columns: int) -> Pipeline | StackedProbe:
+    """The estimator of one fitted detector: the stacked (e), else `make_probe`."""
+    if name == COMBINED:
+        return StackedProbe(combined_blocks(n_columns))
+    return make_probe()
+
+
 def make_probe() -> Pipeline:
     """Median imputation (+ a missing-value indicator per feature with gaps in training),
     standardization, L2 logistic regression: fitted inside each fold, nothing tuned."""
@@ -236,21 +288,39 @@ def fold_ids(
     return folds
 
 
-def oof_scores(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, int]:
+def oof_scores(
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    *,
+    detector: str = "",
+    clusters: Sequence[str] | None = None,
+) -> tuple[np.ndarray, int]:
     """Out-of-fold hallucination probabilities and the number of one-class training folds.
 
-    A training fold with a single class cannot fit a classifier; its test cases get that
-    fold's training prevalence (an uninformative constant) and are counted, not hidden.
+    A training fold with a single class cannot fit a classifier, and the stacked (e)
+    (`detector` = `COMBINED`, which needs `clusters`) cannot fit without two clusters of each
+    class for its inner split; such a fold's test cases get its training prevalence (an
+    uninformative constant) and are counted, not hidden.
     """
     scores = np.empty(y.size)
     degenerate = 0
+    groups = None if clusters is None else np.asarray(clusters, dtype=object)
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
-        if np.unique(y[train]).size < 2:
+        model = make_detector(detector, X.shape[1])
+        try:
+            if np.unique(y[train]).size < 2:
+                raise WspecError("one class")
+            if isinstance(model, StackedProbe):
+                model.fit(X[train], y[train], groups=groups[train])
+            else:
+                model.fit(X[train], y[train])
+        except WspecError:
             scores[test] = y[train].mean()
             degenerate += 1
             continue
-        scores[test] = make_probe().fit(X[train], y[train]).predict_proba(X[test])[:, 1]
+        scores[test] = model.predict_proba(X[test])[:, 1]
     return scores, degenerate
 
 
@@ -260,11 +330,13 @@ def fitted_scores(
     """Out-of-fold scores of fitted detectors {name: feature columns} on the shared folds,
     and their one-class fold counts."""
     y = cases["label"].to_numpy(bool)
-    folds = fold_ids(y, cases["cluster"].astype(str).tolist(), seed=seed)
+    clusters = cases["cluster"].astype(str).tolist()
+    folds = fold_ids(y, clusters, seed=seed)
     out = pd.DataFrame(index=cases.index)
     degenerate: dict[str, int] = {}
     for name, columns in detectors.items():
-        out[name], degenerate[name] = oof_scores(cases[columns].to_numpy(float), y, folds)
+        X = cases[columns].to_numpy(float)
+        out[name], degenerate[name] = oof_scores(X, y, folds, detector=name, clusters=clusters)
     return out, degenerate
 
 
@@ -404,13 +476,17 @@ def gains(
     return pd.DataFrame(rows)
 
 
-def fit(cases: pd.DataFrame, detector: str = COMBINED) -> tuple[Pipeline, list[str]]:
+def fit(cases: pd.DataFrame, detector: str = COMBINED) -> tuple[Pipeline | StackedProbe, list[str]]:
     """`detector` fitted on every case (for its coefficients or for use on new audio)."""
     columns = detector_columns(cases)[detector]
     y = cases["label"].to_numpy(bool)
     if np.unique(y).size < 2:
         raise WspecError("fitting a probe needs hallucinated and correct cases")
-    return make_probe().fit(cases[columns].to_numpy(float), y), columns
+    model = make_detector(detector, len(columns))
+    X = cases[columns].to_numpy(float)
+    if isinstance(model, StackedProbe):
+        return model.fit(X, y, groups=cases["cluster"].astype(str).tolist()), columns
+    return model.fit(X, y), columns
 
 
 def coefficients(pipe: Pipeline, columns: Sequence[str]) -> pd.Series:

@@ -143,3 +143,25 @@ def ablation_reading(hallucinated: pd.DataFrame, survived: pd.DataFrame) -> str:
         "than random heads, and the survived clips show no such interval above zero: the "
         "spectral change points at heads that carry the hallucination."
     )
+
+
+def ablation_mode_reading(modes: pd.DataFrame) -> str:
+    """Whether zero and mean ablation agree on the hallucinated clips: per model, is the
+    targeted − random interval above zero under both, under neither, or under one only."""
+    parts = []
+    for model, rows in modes.groupby("model", sort=True):
+        ok = rows[np.isfinite(rows["ci_low"])]
+        if ok["ablation"].nunique() < 2:
+            parts.append(f"`{model}`: too few independent clips to compare the two")
+            continue
+        above = sorted(ok.loc[ok["ci_low"] > 0, "ablation"])
+        if len(above) == len(ok):
+            parts.append(f"`{model}`: both ablations put the interval above zero")
+        elif not above:
+            parts.append(f"`{model}`: neither ablation puts the interval above zero")
+        else:
+            parts.append(
+                f"`{model}`: only {' and '.join(above)} ablation puts the interval above zero, "
+                "so the causal reading depends on how a head is removed"
+            )
+    return "; ".join(parts) + "." if parts else "No hallucinated clips in this build."
