@@ -101,3 +101,12 @@ def test_ablation_mode_reading_says_when_the_choice_matters() -> None:
     assert "`b`: only mean ablation" in text and "depends on how" in text
     assert "`c`: neither" in text
     assert "too few" in report.ablation_mode_reading(rows("d", math.nan, math.nan))
+
+
+def test_by_model_lists_one_clause_per_model_or_says_none() -> None:
+    rows = pd.DataFrame({"model": ["tiny.en", "base"], "x": [0.25, 0.5]})
+    assert (
+        report.by_model(rows.itertuples(), lambda r: f"{r.x:.2f}") == "`tiny.en` 0.25; `base` 0.50"
+    )
+    assert report.by_model(rows.iloc[:0].itertuples(), str) == "not estimable"
+    assert report.by_model([], str, empty="none here") == "none here"

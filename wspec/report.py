@@ -8,6 +8,8 @@ page cannot word the same situation two ways. Numbers are formatted by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,12 @@ def estimate_text(estimate: float, ci_low: float, ci_high: float, kind: str = ""
         return format_interval(estimate, ci_low, ci_high, unit=unit)
     value = f"{estimate:+.2f}".replace("-", "−") + (f" {unit}" if unit else "")
     return f"{value} (one independent unit: no interval)"
+
+
+def by_model(rows: Iterable, text: Callable[[Any], str], empty: str = "not estimable") -> str:
+    """ "`tiny.en` …; `base` …": one clause per row (each with a ``model`` attribute), the
+    book's one way of listing a number per model, or `empty` when there are no rows."""
+    return "; ".join(f"`{r.model}` {text(r)}" for r in rows) or empty
 
 
 def contrast_clause(rows: pd.DataFrame) -> str:
