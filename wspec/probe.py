@@ -251,11 +251,17 @@ def combined_blocks(n_columns: int) -> tuple[tuple[int, ...], ...]:
     return (tuple(range(n)), tuple(range(n, n_columns)))
 
 
-def make_detector(name: str, n_columns: int) -> Pipeline | StackedProbe:
-    """The estimator of one fitted detector: the stacked (e), else `make_probe`."""
+def fit_detector(
+    name: str, X: np.ndarray, y: np.ndarray, groups: Sequence[str] | None
+) -> Pipeline | StackedProbe:
+    """One detector fitted on (X, y): the stacked (e), whose inner split needs the cases'
+    clusters `groups`, else `make_probe`. A single class (or, for (e), fewer than two clusters
+    of each class) is a `WspecError`."""
+    if np.unique(y).size < 2:
+        raise WspecError("fitting a probe needs hallucinated and correct cases")
     if name == COMBINED:
-        return StackedProbe(combined_blocks(n_columns))
-    return make_probe()
+        return StackedProbe(combined_blocks(X.shape[1])).fit(X, y, groups=groups)
+    return make_probe().fit(X, y)
 
 
 def make_probe() -> Pipeline:
@@ -308,14 +314,10 @@ def oof_scores(
     groups = None if clusters is None else np.asarray(clusters, dtype=object)
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
-        model = make_detector(detector, X.shape[1])
         try:
-            if np.unique(y[train]).size < 2:
-                raise WspecError("one class")
-            if isinstance(model, StackedProbe):
-                model.fit(X[train], y[train], groups=groups[train])
-            else:
-                model.fit(X[train], y[train])
+            model = fit_detector(
+                detector, X[train], y[train], None if groups is None else groups[train]
+            )
         except WspecError:
             scores[test] = y[train].mean()
             degenerate += 1
@@ -479,14 +481,9 @@ def gains(
 def fit(cases: pd.DataFrame, detector: str = COMBINED) -> tuple[Pipeline | StackedProbe, list[str]]:
     """`detector` fitted on every case (for its coefficients or for use on new audio)."""
     columns = detector_columns(cases)[detector]
-    y = cases["label"].to_numpy(bool)
-    if np.unique(y).size < 2:
-        raise WspecError("fitting a probe needs hallucinated and correct cases")
-    model = make_detector(detector, len(columns))
-    X = cases[columns].to_numpy(float)
-    if isinstance(model, StackedProbe):
-        return model.fit(X, y, groups=cases["cluster"].astype(str).tolist()), columns
-    return model.fit(X, y), columns
+    X, y = cases[columns].to_numpy(float), cases["label"].to_numpy(bool)
+    groups = cases["cluster"].astype(str).tolist()
+    return fit_detector(detector, X, y, groups), columns
 
 
 def coefficients(pipe: Pipeline, columns: Sequence[str]) -> pd.Series:
