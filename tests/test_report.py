@@ -110,3 +110,19 @@ def test_by_model_lists_one_clause_per_model_or_says_none() -> None:
     )
     assert report.by_model(rows.iloc[:0].itertuples(), str) == "not estimable"
     assert report.by_model([], str, empty="none here") == "none here"
+
+
+def test_precision_reading_takes_the_widest_interval_of_the_named_detectors() -> None:
+    metrics = pd.DataFrame(
+        {
+            "model": ["tiny.en", "tiny.en", "tiny.en", "base"],
+            "detector": ["(a)", "(c)", "(z) not compared", "(a)"],
+            "auroc_low": [0.85, 0.80, 0.0, 0.6],
+            "auroc_high": [0.95, 0.96, 1.0, 0.9],
+        }
+    )
+    text = report.precision_reading(metrics, ["(a)", "(c)"], target=0.1)
+    # tiny.en: (c) is widest at ±0.08, and (z) is not one of the compared detectors
+    assert text.startswith("`tiny.en` ±0.08; `base` ±0.15: wider than ±0.10 for `base`,")
+    assert "every one within" in report.precision_reading(metrics.iloc[:2], ["(a)", "(c)"], 0.1)
+    assert "No hallucinated" in report.precision_reading(metrics.iloc[:0], ["(a)"], 0.1)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from wspec.errors import WspecError
+from wspec.numbers import format_number
 from wspec.paper import model_scale_rank
 from wspec.paths import cache_dir, safe_name
 from wspec.seqlen import null_control
@@ -412,12 +413,9 @@ def format_interval(
     """
     if not np.isfinite(estimate):
         return "—"
-
-    def num(x: float) -> str:
-        return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", "−")
-
     unit = f" {unit}" if unit else ""
-    return f"{num(estimate)}{unit} [{num(lo)}, {num(hi)}]"
+    lo_text, hi_text = (format_number(x, digits, sign=sign) for x in (lo, hi))
+    return f"{format_number(estimate, digits, sign=sign)}{unit} [{lo_text}, {hi_text}]"
 
 
 def verdict_summary(

@@ -34,6 +34,7 @@ import pandas as pd
 
 from wspec.errors import WspecError
 from wspec.jacobian import CLIP_COLUMNS, clip_means
+from wspec.numbers import format_number
 from wspec.protocol import CLEAN_FAMILY as LONG_CLEAN_FAMILY
 from wspec.stats import (
     CLEAN_FAMILIES,
@@ -385,8 +386,7 @@ def format_estimate(
 
     if not np.isfinite(estimate) or (np.isfinite(lo) and np.isfinite(hi)):
         return format_interval(estimate, lo, hi, sign=sign)
-    number = f"{estimate:+.2f}" if sign else f"{estimate:.2f}"
-    return number.replace("-", "−") + missing
+    return format_number(estimate, sign=sign) + missing
 
 
 def reading(row: pd.Series | dict) -> str:

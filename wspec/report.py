@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from wspec.crossmodel import format_interval
+from wspec.numbers import format_number
 from wspec.paper import COMPONENT_LABELS
 
 
@@ -29,7 +30,7 @@ def estimate_text(estimate: float, ci_low: float, ci_high: float, kind: str = ""
     unit = "%" if kind == "pct" else ""
     if math.isfinite(ci_low):
         return format_interval(estimate, ci_low, ci_high, unit=unit)
-    value = f"{estimate:+.2f}".replace("-", "−") + (f" {unit}" if unit else "")
+    value = format_number(estimate) + (f" {unit}" if unit else "")
     return f"{value} (one independent unit: no interval)"
 
 
@@ -173,3 +174,22 @@ def ablation_mode_reading(modes: pd.DataFrame) -> str:
                 "so the causal reading depends on how a head is removed"
             )
     return "; ".join(parts) + "." if parts else "No hallucinated clips in this build."
+
+
+def precision_reading(metrics: pd.DataFrame, detectors: Iterable[str], target: float) -> str:
+    """Per model, the widest AUROC interval half-width of `detectors` on the set `metrics`
+    holds, against the `target` the comparison needs: a gain of a few hundredths can only be
+    told from 0 when the detectors' own intervals are about that narrow."""
+    rows = metrics[metrics["detector"].isin(list(detectors))]
+    half = ((rows["auroc_high"] - rows["auroc_low"]) / 2).groupby(rows["model"], sort=False).max()
+    if half.empty:
+        return "No hallucinated cases in this build."
+    widths = "; ".join(f"`{m}` ±{h:.2f}" for m, h in half.items())
+    wide = [f"`{m}`" for m, h in half.items() if not h < target]
+    if not wide:
+        return f"{widths}: every one within the ±{target:.2f} the comparison needs."
+    return (
+        f"{widths}: wider than ±{target:.2f} for {', '.join(wide)}, too few hallucinating "
+        'clusters for that precision (the full stimulus set, with more "hell" and attacked '
+        "sentences, is sized for it)."
+    )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from wspec.errors import WspecError
+from wspec.numbers import format_number
 from wspec.paper import (
     COMPONENT_LABELS,
     METRIC_LABELS,
@@ -118,10 +119,8 @@ def table1(
 
 
 def _num(x: float, digits: int, pct: bool) -> str:
-    if not math.isfinite(x):
-        return "—"
-    text = f"{x:+.{digits}f}".replace("-", "−")
-    return text + ("%" if pct else "")
+    text = format_number(x, digits)
+    return text + ("%" if pct and math.isfinite(x) else "")
 
 
 def display_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
