@@ -237,3 +237,11 @@ def test_pick_clips_spreads_units_and_respects_eligibility() -> None:
     assert chosen["group"].tolist() == ["clean"] * 2 + ["stressed"] * 4
     units = gs.clip_units(chosen)
     assert units.iloc[2] == "source:long-0" and units.iloc[0] == "source:long-0"
+
+
+def test_correlation_reading_judges_the_interval_against_the_predicted_sign() -> None:
+    read = gs.correlation_reading
+    assert "as the theory predicts" in read(-0.6, -0.1, -1, "q", "N_eff")
+    assert "against the theory's direction" in read(0.1, 0.6, -1, "q", "N_eff")
+    assert read(-0.6, 0.2, -1, "q", "N_eff").startswith("the interval covers 0: q does not")
+    assert "too few independent units" in read(np.nan, np.nan, +1, "q", "α")

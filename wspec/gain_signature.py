@@ -389,17 +389,25 @@ def format_estimate(
     return format_number(estimate, sign=sign) + missing
 
 
+def correlation_reading(
+    ci_low: float, ci_high: float, expected: int, predictor: str, what: str
+) -> str:
+    """One clause on a rank correlation's interval against the sign the theory predicts
+    (`expected`, ±1): the one rule for every "does measured X predict Y" in the book."""
+    if not np.isfinite(ci_low):
+        return f"too few independent units to say whether {predictor} predicts {what}"
+    if ci_low > 0 or ci_high < 0:
+        agrees = (1 if ci_low > 0 else -1) == expected
+        direction = "as the theory predicts" if agrees else "against the theory's direction"
+        return f"{predictor} predicts {what} ({direction}: the interval excludes 0)"
+    return f"the interval covers 0: {predictor} does not detectably predict {what} here"
+
+
 def reading(row: pd.Series | dict) -> str:
     """One clause on a `circularity_table` row: does ρ predict the signature, and how?"""
     r = dict(row)
     what = {"d_n_eff_pct": "the N_eff drop", "d_alpha": "the α rise"}[r["target"]]
-    if not np.isfinite(r["ci_low"]):
-        return f"too few independent units to say whether measured ρ predicts {what}"
-    if r["ci_low"] > 0 or r["ci_high"] < 0:
-        agrees = (1 if r["ci_low"] > 0 else -1) == r["expected"]
-        direction = "as the theory predicts" if agrees else "against the theory's direction"
-        return f"measured ρ predicts {what} ({direction}: the interval excludes 0)"
-    return f"the interval covers 0: measured ρ does not detectably predict {what} here"
+    return correlation_reading(r["ci_low"], r["ci_high"], r["expected"], "measured ρ", what)
 
 
 def correlation_sentence(table: pd.DataFrame, model: str, clips: str = "all") -> str:
