@@ -126,3 +126,42 @@ def test_precision_reading_takes_the_widest_interval_of_the_named_detectors() ->
     assert text.startswith("`tiny.en` ±0.08; `base` ±0.15: wider than ±0.10 for `base`,")
     assert "every one within" in report.precision_reading(metrics.iloc[:2], ["(a)", "(c)"], 0.1)
     assert "No hallucinated" in report.precision_reading(metrics.iloc[:0], ["(a)"], 0.1)
+
+
+def _c6(rows: list[tuple[str, float, float, float]]):
+    """judge_c6 on one speech-derived (e) − (a) gain per model: (model, gain, low, high)."""
+    from wspec.verdicts import judge_c6
+
+    return judge_c6(
+        pd.DataFrame(
+            [
+                {
+                    "model": m,
+                    "set": "speech-derived",
+                    "comparison": "(e) − (a)",
+                    "gain": g,
+                    "gain_low": lo,
+                    "gain_high": hi,
+                }
+                for m, g, lo, hi in rows
+            ]
+        )
+    )
+
+
+def test_c6_reading_names_each_model_when_the_models_disagree() -> None:
+    mixed = _c6([("base", 0.02, 0.01, 0.03), ("tiny.en", 0.01, -0.02, 0.03)])
+    assert mixed.verdict == "inconclusive"
+    text = report.c6_reading(mixed)
+    assert "for `base` the spectrum adds" in text
+    assert "for `tiny.en` the intervals are too wide" in text
+    assert text.endswith("C6 as a whole is inconclusive.")
+    agreed = report.c6_reading(_c6([("base", 0.0, -0.02, 0.03), ("tiny.en", 0.01, -0.01, 0.04)]))
+    assert agreed == (
+        "In this build the intervals are too wide to say whether the spectrum adds to "
+        "Whisper's signals: C6 is not confirmed."
+    )
+    confirmed = report.c6_reading(_c6([("base", 0.05, 0.03, 0.07)]))
+    assert confirmed == (
+        "In this build the spectrum adds to what Whisper reports where Whisper is weakest."
+    )

@@ -17,6 +17,7 @@ import pandas as pd
 from wspec.crossmodel import format_interval
 from wspec.numbers import format_number
 from wspec.paper import COMPONENT_LABELS
+from wspec.verdicts import CONFIRMED, INCONCLUSIVE, NOT_CONFIRMED, Verdict
 
 
 def counted(n: int, one: str, many: str) -> str:
@@ -192,4 +193,35 @@ def precision_reading(metrics: pd.DataFrame, detectors: Iterable[str], target: f
         f"{widths}: wider than ±{target:.2f} for {', '.join(wide)}, too few hallucinating "
         'clusters for that precision (the full stimulus set, with more "hell" and attacked '
         "sentences, is sized for it)."
+    )
+
+
+#: C6 in words, per model verdict: what a reader may conclude about the spectrum as a detector.
+C6_READINGS: dict[str, str] = {
+    CONFIRMED: "the spectrum adds to what Whisper reports where Whisper is weakest",
+    NOT_CONFIRMED: "the spectrum does not detect hallucinations better than the numbers "
+    "Whisper prints for free",
+    INCONCLUSIVE: "the intervals are too wide to say whether the spectrum adds to Whisper's "
+    "signals",
+}
+
+
+def c6_reading(c6: Verdict) -> str:
+    """C6 in plain words, per model where the models disagree: a claim-level "inconclusive"
+    that hides one model's confirmation would tell the reader less than the data do."""
+    groups: dict[str, list[str]] = {}
+    for mv in c6.per_model:
+        groups.setdefault(mv.verdict, []).append(f"`{mv.model}`")
+    if len(groups) <= 1:
+        reading = C6_READINGS[c6.verdict]
+        tail = "." if c6.verdict == CONFIRMED else ": C6 is not confirmed."
+        return f"In this build {reading}{tail}"
+    clauses = "; ".join(
+        f"for {', '.join(models)} {C6_READINGS[v]}"
+        for v in (CONFIRMED, NOT_CONFIRMED, INCONCLUSIVE)
+        if (models := groups.get(v))
+    )
+    return (
+        f"In this build the models differ: {clauses}. A claim is confirmed only where every "
+        f"model confirms it, so C6 as a whole is {c6.verdict}."
     )
