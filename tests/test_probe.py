@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from wspec import probe, stats
 from wspec.errors import WspecError
+from wspec.verdicts import C6_COMPARISONS
 
 
 def _cases(n_clusters: int = 24, per: int = 3, seed: int = 0) -> pd.DataFrame:
@@ -112,6 +113,9 @@ def test_detectors_sets_and_gains_on_planted_signal() -> None:
     assert gains.loc[("all", "(c) − (a)"), "gain_low"] > 0
     assert gains.loc[("all", "(d) − (a)"), "gain_low"] > 0
     assert (gains["note"] == "").all()  # (a) is noise: there is room to gain everywhere
+    # C6 selects its rows by these labels; a renamed detector must not silently empty it.
+    c6_labels = {probe.comparison_label(d) for d in (probe.SPECTRAL, probe.COMBINED)}
+    assert c6_labels == set(C6_COMPARISONS) <= set(gains.index.get_level_values("comparison"))
 
 
 def test_stacked_combination_is_not_drowned_by_hundreds_of_spectral_columns() -> None:

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from wspec import report
+from wspec.verdicts import judge_c6
 
 
 def test_counts_take_the_right_number() -> None:
@@ -130,8 +131,6 @@ def test_precision_reading_takes_the_widest_interval_of_the_named_detectors() ->
 
 def _c6(rows: list[tuple[str, float, float, float]]):
     """judge_c6 on one speech-derived (e) − (a) gain per model: (model, gain, low, high)."""
-    from wspec.verdicts import judge_c6
-
     return judge_c6(
         pd.DataFrame(
             [

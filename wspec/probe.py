@@ -106,6 +106,11 @@ SETS: tuple[str, ...] = ("all", "speech-derived", "confident")
 PRECISION_TARGET = 0.1
 
 
+def comparison_label(detector: str) -> str:
+    """ "(c) − (a)": how `gains` names the comparison of `detector` with Whisper's signals."""
+    return f"{detector[:3]} − {WHISPER_ALL[:3]}"
+
+
 def spectral_matrix(
     results: pd.DataFrame, *, control: str = PROBE_CONTROL, K: int = PROBE_K
 ) -> pd.DataFrame:
@@ -467,7 +472,7 @@ def gains(
     for set_name, mask, y, clusters in _set_slices(cases):
         base = scores.loc[mask, WHISPER_ALL].to_numpy(float)
         for detector in detectors:
-            row = {"set": set_name, "comparison": f"{detector[:3]} − {WHISPER_ALL[:3]}"}
+            row = {"set": set_name, "comparison": comparison_label(detector)}
             row |= _counts(y, clusters) | {"note": ""}
             if min(row["n_clusters_pos"], row["n_clusters_neg"]) < 2:
                 rows.append(row | {"gain": np.nan, "gain_low": np.nan, "gain_high": np.nan})
